@@ -1,0 +1,5 @@
+"""Allow ``python -m pdscaler``."""
+
+from pdscaler.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Actuation behind the ``Actuator`` protocol (the Kubernetes scale subresource)."""

@@ -1,0 +1,128 @@
+"""Decision log routes: filtered, cursor-paginated reads and streaming export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Query
+from fastapi.responses import StreamingResponse
+
+from pdscaler.api.context import Svc, Viewer
+from pdscaler.api.schemas import DecisionOut, DecisionPage, ErrorOut
+from pdscaler.domain.decision import Action, DecisionStatus
+from pdscaler.domain.errors import FieldError, InvalidInput
+from pdscaler.domain.policy import DNS_LABEL, Role
+from pdscaler.store.decisions import DecisionFilter, StoredDecision
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 422, 503)
+}
+router = APIRouter(prefix="/v1/decisions", tags=["decisions"], responses=ERRORS)
+
+
+def decision_filter(
+    namespace: Annotated[str | None, Query(pattern=DNS_LABEL, max_length=63)] = None,
+    policy: Annotated[str | None, Query(pattern=DNS_LABEL, max_length=63)] = None,
+    role: Role | None = None,
+    action: Action | None = None,
+    status: DecisionStatus | None = None,
+    since: Annotated[datetime | None, Query(description="Inclusive; ISO 8601.")] = None,
+    until: Annotated[datetime | None, Query(description="Exclusive; ISO 8601.")] = None,
+) -> DecisionFilter:
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since >= until:
+        raise InvalidInput(
+            "since must be before until",
+            errors=(FieldError("query.since", "must be before until"),),
+        )
+    return DecisionFilter(namespace, policy, role, action, status, since, until)
+
+
+Filter = Annotated[DecisionFilter, Depends(decision_filter)]
+
+
+@router.get("", response_model=DecisionPage)
+def list_decisions(
+    svc: Svc,
+    _: Viewer,
+    where: Filter,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> DecisionPage:
+    """Decisions, newest first. Pass ``nextCursor`` back as ``cursor`` for the next page."""
+    after = svc.cursors.decode(cursor) if cursor is not None else None
+    page, next_position = svc.decisions.page(where, limit=limit, after=after)
+    return DecisionPage(
+        items=[DecisionOut.of(d) for d in page],
+        next_cursor=svc.cursors.encode(next_position) if next_position else None,
+    )
+
+
+class ExportFormat(StrEnum):
+    CSV = "csv"
+    JSONL = "jsonl"
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
+)
+def export_decisions(
+    svc: Svc, _: Viewer, where: Filter, format: ExportFormat = ExportFormat.JSONL
+) -> StreamingResponse:
+    """Every matching decision, newest first, as CSV or JSON lines."""
+    rows = svc.decisions.scan(where)
+    if format is ExportFormat.CSV:
+        return StreamingResponse(_csv_lines(rows), media_type="text/csv")
+    return StreamingResponse(_json_lines(rows), media_type="application/x-ndjson")
+
+
+@router.get("/{decision_id}", response_model=DecisionOut)
+def get_decision(
+    decision_id: Annotated[int, Path(ge=1, le=2**63 - 1)], svc: Svc, _: Viewer
+) -> DecisionOut:
+    return DecisionOut.of(svc.decisions.get(decision_id))
+
+
+CSV_COLUMNS = (
+    "id", "decidedAt", "policyNamespace", "policyName", "policyVersion", "role", "targetKind",
+    "targetName", "mode", "action", "status", "currentReplicas", "readyReplicas",
+    "pendingReplicas", "rawRecommendation", "desiredReplicas", "steps", "error",
+)  # fmt: skip
+
+
+def _csv_lines(rows: Iterator[StoredDecision]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for stored in rows:
+        d = DecisionOut.of(stored)
+        steps = " > ".join(f"{s.name}={s.value}({s.reason})" for s in d.steps)
+        writer.writerow((
+            d.id, d.decided_at.isoformat(), d.policy_namespace, d.policy_name, d.policy_version,
+            d.role, d.target.kind, d.target.name, d.mode, d.action, d.status, d.current_replicas,
+            d.ready_replicas, d.pending_replicas, d.raw_recommendation, d.desired_replicas, steps,
+            d.error or "",
+        ))  # fmt: skip
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _json_lines(rows: Iterator[StoredDecision]) -> Iterator[str]:
+    for stored in rows:
+        yield json.dumps(DecisionOut.of(stored).model_dump(mode="json", by_alias=True)) + "\n"
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

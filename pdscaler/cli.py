@@ -1,0 +1,280 @@
+"""The ``pdscaler`` command: serve, demo, db, policy, decisions, token."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pdscaler import __version__
+from pdscaler.config import Role, Settings, SettingsError, load_settings
+from pdscaler.domain.errors import PdscalerError
+
+log = logging.getLogger("pdscaler")
+Command = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command: Command = args.command
+    try:
+        return command(args)
+    except SettingsError as e:
+        print(f"pdscaler: {e}", file=sys.stderr)
+        return 2
+    except (PdscalerError, FileNotFoundError) as e:
+        print(f"pdscaler: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pdscaler", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pdscaler {__version__}")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the API (and, later, the control loop)")
+    serve.set_defaults(command=_serve)
+
+    demo = sub.add_parser("demo", help="migrate, load the example policies and serve")
+    demo.add_argument("--policies", type=Path, default=None, help="policy file or directory")
+    demo.set_defaults(command=_demo)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(required=True)
+    up = db.add_parser("upgrade", help="migrate to the newest schema (or --revision)")
+    up.add_argument("--revision", default="head")
+    up.set_defaults(command=_db_upgrade)
+    down = db.add_parser("downgrade", help="migrate back to REVISION ('base' empties it)")
+    down.add_argument("revision")
+    down.set_defaults(command=_db_downgrade)
+    db.add_parser("current", help="print the schema revision").set_defaults(command=_db_current)
+
+    policy = sub.add_parser("policy", help="policy files").add_subparsers(required=True)
+    validate = policy.add_parser("validate", help="check policy files without saving them")
+    validate.add_argument("-f", "--file", type=Path, required=True, help="file or directory")
+    validate.set_defaults(command=_policy_validate)
+    apply = policy.add_parser("apply", help="create or update policies from files")
+    apply.add_argument("-f", "--file", type=Path, required=True, help="file or directory")
+    apply.add_argument("--api", help="pdscaler API URL; without it, write the database directly")
+    apply.add_argument("--token", default=os.environ.get("PDSCALER_TOKEN"), help="bearer token")
+    apply.add_argument("--comment", default="", help="why; kept with each new version")
+    apply.set_defaults(command=_policy_apply)
+
+    decisions = sub.add_parser("decisions", help="the decision log").add_subparsers(required=True)
+    tail = decisions.add_parser("tail", help="print recent decisions, then follow new ones")
+    tail.add_argument("--api", default="http://127.0.0.1:8080", help="pdscaler API URL")
+    tail.add_argument("--token", default=os.environ.get("PDSCALER_TOKEN"), help="bearer token")
+    tail.add_argument("--namespace")
+    tail.add_argument("--policy")
+    tail.add_argument("-n", "--lines", type=int, default=20, help="how many to print first")
+    tail.add_argument("--no-follow", dest="follow", action="store_false")
+    tail.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
+    tail.set_defaults(command=_decisions_tail)
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(required=True)
+    new = token.add_parser("new", help="make a token and print its settings entry")
+    new.add_argument("--name", required=True)
+    new.add_argument("--role", choices=[r.value for r in Role], default=Role.VIEWER.value)
+    new.set_defaults(command=_token_new)
+    return parser
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    logging.basicConfig(
+        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    return settings
+
+
+def _serve(_args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+
+    settings = _settings()
+    db = wiring.build_database(settings)
+    _run(settings, wiring.build_app(settings, db))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+    from pdscaler.api.auth import new_token
+    from pdscaler.config import ApiToken
+    from pdscaler.control.clock import SystemClock
+    from pdscaler.store import migrate
+    from pdscaler.store.files import read_policies
+    from pdscaler.store.policies import PolicyStore
+
+    settings = _settings()
+    token = None
+    if not settings.api.tokens:
+        token, digest = new_token()
+        api = settings.api.model_copy(
+            update={
+                "tokens": [ApiToken(name="demo-admin", role=Role.ADMIN, sha256=digest)],
+                "anonymous_reads": True,
+            }
+        )
+        settings = settings.model_copy(update={"api": api})
+    db = wiring.build_database(settings)
+    migrate.upgrade(db.engine)
+    store = PolicyStore(db)
+    clock = SystemClock()
+    for item in read_policies(args.policies or _bundled("policies")):
+        if item.policy is None:
+            log.warning("skipping %s: %s", item.where, item.errors[0].message)
+            continue
+        _, outcome = store.apply(item.policy, author="demo", comment="example", now=clock.now())
+        log.info("policy %s/%s %s", *item.policy.key, outcome)
+    base = f"http://{settings.api.host}:{settings.api.port}"
+    print(f"\npdscaler demo on {settings.database_url}\n  API docs:  {base}/docs")
+    print(f"  policies:  curl {base}/v1/policies")
+    if token:
+        print(f"  admin token for this run: {token}")
+    _run(settings, wiring.build_app(settings, db, clock))
+    return 0
+
+
+def _run(settings: Settings, app: object) -> None:
+    import uvicorn
+
+    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")  # type: ignore[arg-type]
+
+
+def _bundled(name: str) -> Path:
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / name, package / f"_{name}"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"the bundled {name} directory is missing from this install")
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+    from pdscaler.store import migrate
+
+    db = wiring.build_database(_settings())
+    migrate.upgrade(db.engine, args.revision)
+    print(f"schema at {migrate.current_revision(db.engine)}")
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+    from pdscaler.store import migrate
+
+    db = wiring.build_database(_settings())
+    migrate.downgrade(db.engine, args.revision)
+    print(f"schema at {migrate.current_revision(db.engine) or 'base'}")
+    return 0
+
+
+def _db_current(_args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+    from pdscaler.store import migrate
+
+    db = wiring.build_database(_settings())
+    current, head = migrate.current_revision(db.engine), migrate.head_revision()
+    print(f"{current or 'base'} (head is {head})")
+    return 0 if current == head else 1
+
+
+def _policy_validate(args: argparse.Namespace) -> int:
+    from pdscaler.store.files import read_policies
+
+    failed = 0
+    for item in read_policies(args.file):
+        if item.policy is not None:
+            print(f"ok      {item.where}: {'/'.join(item.policy.key)}")
+            continue
+        failed += 1
+        for error in item.errors:
+            print(f"invalid {item.where}: {error.field or '(document)'}: {error.message}")
+    return 1 if failed else 0
+
+
+def _policy_apply(args: argparse.Namespace) -> int:
+    from pdscaler.store.files import read_policies
+
+    items = list(read_policies(args.file))
+    invalid = [item for item in items if item.policy is None]
+    for item in invalid:
+        print(f"invalid {item.where}: {item.errors[0].field}: {item.errors[0].message}")
+    if invalid:
+        return 1  # nothing is applied unless every file is valid
+    apply_one = _api_applier(args) if args.api else _db_applier(args)
+    for item in items:
+        assert item.policy is not None
+        print(f"{'/'.join(item.policy.key)} {apply_one(item.policy)}")
+    return 0
+
+
+def _api_applier(args: argparse.Namespace) -> Callable[..., str]:
+    from pdscaler.client import PdscalerClient
+
+    client = PdscalerClient(args.api, args.token)
+    return lambda policy: client.apply(policy, args.comment)
+
+
+def _db_applier(args: argparse.Namespace) -> Callable[..., str]:
+    from pdscaler import wiring
+    from pdscaler.control.clock import SystemClock
+    from pdscaler.domain.policy import Policy
+    from pdscaler.store import migrate
+    from pdscaler.store.policies import PolicyStore
+
+    db = wiring.build_database(_settings())
+    migrate.require_head(db.engine)
+    store, clock = PolicyStore(db), SystemClock()
+    author = os.environ.get("USER", "cli")
+
+    def apply_one(policy: Policy) -> str:
+        _, outcome = store.apply(policy, author=author, comment=args.comment, now=clock.now())
+        return outcome.value
+
+    return apply_one
+
+
+def _decisions_tail(args: argparse.Namespace) -> int:
+    from pdscaler.client import PdscalerClient
+
+    client = PdscalerClient(args.api, args.token)
+    params = {k: v for k, v in (("namespace", args.namespace), ("policy", args.policy)) if v}
+    items = client.decisions({**params, "limit": args.lines})["items"]
+    seen = max((d["id"] for d in items), default=0)
+    for decision in reversed(items):
+        print(_decision_line(decision))
+    while args.follow:
+        time.sleep(args.interval)
+        newest = client.decisions({**params, "limit": 1000})["items"]
+        for decision in reversed([d for d in newest if d["id"] > seen]):
+            print(_decision_line(decision), flush=True)
+        seen = max([seen, *(d["id"] for d in newest)])
+    return 0
+
+
+def _decision_line(d: dict[str, Any]) -> str:
+    steps = " > ".join(f"{s['name']}={s['value']}({s['reason']})" for s in d["steps"])
+    policy = f"{d['policyNamespace']}/{d['policyName']}@v{d['policyVersion']}"
+    return (
+        f"{d['decidedAt']} #{d['id']} {policy} {d['role']}"
+        f" {d['currentReplicas']}->{d['desiredReplicas']} {d['action']} {d['status']}"
+        f" [{steps}]" + (f" error={d['error']}" if d.get("error") else "")
+    )
+
+
+def _token_new(args: argparse.Namespace) -> int:
+    from pdscaler.api.auth import new_token
+
+    token, digest = new_token()
+    print(f"token (shown once): {token}")
+    entry = {"name": args.name, "role": args.role, "sha256": digest}
+    print(f"add to PDSCALER_API__TOKENS: {json.dumps(entry)}")
+    return 0

@@ -1,0 +1,205 @@
+"""The one Settings object.
+
+Every setting is read from the environment with the ``PDSCALER_`` prefix; nested groups use
+``__`` as the delimiter, so ``database.url`` is ``PDSCALER_DATABASE__URL``. Settings are
+validated once, at start-up: :func:`load_settings` turns a validation failure into a
+:class:`SettingsError` whose message names each offending environment variable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "PDSCALER_"
+ENV_NESTED_DELIMITER = "__"
+
+
+class Role(StrEnum):
+    """API roles, each including the rights of the ones before it."""
+
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def allows(self, required: Role) -> bool:
+        return self.rank >= required.rank
+
+
+_ROLE_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Group):
+    url: str = Field(
+        default="",
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db. "
+        "Empty means an SQLite file in the data directory.",
+    )
+    pool_size: Annotated[int, Field(ge=1, le=200)] = Field(
+        default=5, description="Connections kept open in the pool (Postgres only)."
+    )
+    connect_timeout: timedelta = Field(
+        default=timedelta(seconds=5), description="Time allowed to open one connection."
+    )
+    echo: bool = Field(default=False, description="Log every SQL statement.")
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, url: str) -> str:
+        if url and not url.startswith(("postgresql", "sqlite")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return url
+
+
+class PrometheusSettings(_Group):
+    url: AnyHttpUrl = Field(
+        default=AnyHttpUrl("http://127.0.0.1:9090"),
+        description="Base URL of the Prometheus-compatible query API.",
+    )
+    timeout: timedelta = Field(default=timedelta(seconds=5), description="Timeout of one query.")
+
+
+class KubernetesSettings(_Group):
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="Path of a kubeconfig file; unset means in-cluster configuration.",
+    )
+    request_timeout: timedelta = Field(
+        default=timedelta(seconds=10), description="Timeout of one API server call."
+    )
+    lease_name: str = Field(default="pdscaler-leader", description="Leader election lease.")
+    lease_namespace: str = Field(default="pdscaler", description="Namespace of the lease.")
+
+
+class LoopSettings(_Group):
+    enabled: bool = Field(default=True, description="Run the control loop in this process.")
+    interval: timedelta = Field(
+        default=timedelta(seconds=15), description="Time between two ticks."
+    )
+
+    @field_validator("interval")
+    @classmethod
+    def _sane_interval(cls, interval: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= interval <= timedelta(minutes=10):
+            raise ValueError("must be between 1 second and 10 minutes")
+        return interval
+
+
+class ApiToken(_Group):
+    """One bearer token. Only its SHA-256 digest is configured, never the token itself."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)] = Field(
+        description="Who holds the token; recorded as the author of policy changes."
+    )
+    role: Role = Field(description="viewer, editor or admin.")
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = Field(
+        description="Hex SHA-256 digest of the token (see `pdscaler token new`)."
+    )
+
+
+class ApiSettings(_Group):
+    host: str = Field(default="127.0.0.1", description="Address the API listens on.")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(default=8080, description="API port.")
+    tokens: list[ApiToken] = Field(
+        default_factory=list, description="Bearer tokens, as a JSON list of objects."
+    )
+    anonymous_reads: bool = Field(
+        default=False, description="Allow read-only routes without a token."
+    )
+    max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = Field(
+        default=1024 * 1024, description="Larger request bodies get 413."
+    )
+    cursor_secret: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_hex(32)),
+        description="Key that signs pagination cursors; set it when running several replicas.",
+    )
+    public_url: AnyHttpUrl | None = Field(
+        default=None, description="URL under which users reach the API (used in links)."
+    )
+
+
+class GrafanaSettings(_Group):
+    url: AnyHttpUrl | None = Field(default=None, description="Grafana base URL, for links.")
+    api_token: SecretStr | None = Field(default=None, description="Token for annotations.")
+    dashboard_uid: str = Field(default="pdscaler", description="UID of the dashboard.")
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+class Settings(BaseSettings):
+    """All of pdscaler's configuration, grouped by the system each group talks to."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        frozen=True,
+    )
+
+    data_dir: Path = Field(
+        default=Path("data"), description="Directory for the embedded SQLite database."
+    )
+    log_level: LogLevel = Field(default=LogLevel.INFO, description="Root log level.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
+    kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    grafana: GrafanaSettings = Field(default_factory=GrafanaSettings)
+
+    @property
+    def database_url(self) -> str:
+        """The configured database URL, or the embedded SQLite file in the data directory."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_dir / 'pdscaler.db').resolve()}"
+
+
+class SettingsError(Exception):
+    """Configuration that cannot be used; the message names each environment variable."""
+
+
+def env_var_name(loc: tuple[str | int, ...]) -> str:
+    """The environment variable behind a validation error location."""
+    parts = [str(p).upper() for p in loc if not isinstance(p, int)]
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:2]) if parts else ENV_PREFIX
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, or raise :class:`SettingsError` naming the variables."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        lines = [
+            f"{env_var_name(err['loc'])}: {err['msg']}"
+            + (f" (at {'.'.join(map(str, err['loc'][2:]))})" if len(err["loc"]) > 2 else "")
+            for err in e.errors()
+        ]
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from e

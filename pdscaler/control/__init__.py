@@ -1,0 +1,1 @@
+"""The control loop: clocks, the tick and its scheduling."""

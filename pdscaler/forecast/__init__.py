@@ -1,0 +1,1 @@
+"""Load forecasting behind the ``Forecaster`` protocol."""

@@ -1,0 +1,1 @@
+"""Grafana dashboard generation, annotations and deep links."""

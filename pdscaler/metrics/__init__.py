@@ -1,0 +1,1 @@
+"""Metric sources behind the ``MetricsSource`` protocol (Prometheus in production)."""

@@ -1,0 +1,1 @@
+"""Trace-driven prefill/decode cluster simulator."""

@@ -1,0 +1,210 @@
+"""The decision log: written before acting, updated once with the outcome, read by the API.
+
+Reads are newest first and paginated by keyset on (decided_at, id), which the indexes
+``ix_decisions_policy_time`` and ``ix_decisions_time`` serve directly, so a page costs the
+same on the millionth row as on the first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, select, tuple_, update
+
+from pdscaler.domain.decision import (
+    Action,
+    DecisionRecord,
+    DecisionStatus,
+    Step,
+    TargetRef,
+)
+from pdscaler.domain.errors import NotFound
+from pdscaler.domain.policy import Mode, Role
+from pdscaler.store.db import Database
+from pdscaler.store.models import DecisionRow, PolicyRow
+
+Position = tuple[datetime, int]
+
+
+@dataclass(frozen=True)
+class DecisionFilter:
+    namespace: str | None = None
+    policy: str | None = None
+    role: Role | None = None
+    action: Action | None = None
+    status: DecisionStatus | None = None
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+
+
+@dataclass(frozen=True)
+class StoredDecision:
+    id: int
+    record: DecisionRecord
+    updated_at: datetime
+    resource_version_written: str | None
+
+    @property
+    def position(self) -> Position:
+        return (self.record.decided_at, self.id)
+
+
+class DecisionStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def record(self, decision: DecisionRecord) -> int:
+        """Write the decision (normally ``pending``) and return its id."""
+        with self._db.transaction() as session:
+            policy_id = session.scalar(
+                select(PolicyRow.id).where(
+                    PolicyRow.namespace == decision.policy_namespace,
+                    PolicyRow.name == decision.policy_name,
+                )
+            )
+            if policy_id is None:
+                raise NotFound(
+                    f"policy {decision.policy_namespace}/{decision.policy_name} not found"
+                )
+            row = to_row(decision, policy_id)
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def finish(
+        self,
+        decision_id: int,
+        status: DecisionStatus,
+        *,
+        now: datetime,
+        error: str | None = None,
+        resource_version_written: str | None = None,
+    ) -> None:
+        """Record the outcome of acting on a decision."""
+        with self._db.transaction() as session:
+            result = session.execute(
+                update(DecisionRow)
+                .where(DecisionRow.id == decision_id)
+                .values(
+                    status=status.value,
+                    error=error,
+                    resource_version_written=resource_version_written,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotFound(f"decision {decision_id} not found")
+
+    def get(self, decision_id: int) -> StoredDecision:
+        with self._db.transaction() as session:
+            row = session.get(DecisionRow, decision_id)
+            if row is None:
+                raise NotFound(f"decision {decision_id} not found")
+            return from_row(row)
+
+    def page(
+        self, where: DecisionFilter, *, limit: int, after: Position | None = None
+    ) -> tuple[list[StoredDecision], Position | None]:
+        """Up to ``limit`` decisions, newest first, strictly after ``after``.
+
+        Returns the page and the position to continue from, or None on the last page.
+        """
+        query = _filtered(where)
+        if after is not None:
+            query = query.where(tuple_(DecisionRow.decided_at, DecisionRow.id) < after)
+        query = query.order_by(DecisionRow.decided_at.desc(), DecisionRow.id.desc())
+        with self._db.transaction() as session:
+            rows = list(session.scalars(query.limit(limit + 1)))
+        page = [from_row(row) for row in rows[:limit]]
+        return page, (page[-1].position if len(rows) > limit else None)
+
+    def scan(self, where: DecisionFilter, *, batch: int = 1000) -> Iterator[StoredDecision]:
+        """Every matching decision, newest first, one short transaction per batch."""
+        after: Position | None = None
+        while True:
+            page, after = self.page(where, limit=batch, after=after)
+            yield from page
+            if after is None:
+                return
+
+
+def _filtered(where: DecisionFilter) -> Select[DecisionRow]:
+    query = select(DecisionRow)
+    if where.namespace is not None:
+        query = query.where(DecisionRow.policy_namespace == where.namespace)
+    if where.policy is not None:
+        query = query.where(DecisionRow.policy_name == where.policy)
+    if where.role is not None:
+        query = query.where(DecisionRow.role == where.role.value)
+    if where.action is not None:
+        query = query.where(DecisionRow.action == where.action.value)
+    if where.status is not None:
+        query = query.where(DecisionRow.status == where.status.value)
+    if where.since is not None:
+        query = query.where(DecisionRow.decided_at >= where.since)
+    if where.until is not None:
+        query = query.where(DecisionRow.decided_at < where.until)
+    return query
+
+
+def to_row(decision: DecisionRecord, policy_id: int) -> DecisionRow:
+    return DecisionRow(
+        tick_id=decision.tick_id,
+        decided_at=decision.decided_at,
+        policy_id=policy_id,
+        policy_namespace=decision.policy_namespace,
+        policy_name=decision.policy_name,
+        policy_version=decision.policy_version,
+        role=decision.role.value,
+        target_api_version=decision.target.api_version,
+        target_kind=decision.target.kind,
+        target_name=decision.target.name,
+        mode=decision.mode.value,
+        action=decision.action.value,
+        status=decision.status.value,
+        current_replicas=decision.current_replicas,
+        ready_replicas=decision.ready_replicas,
+        pending_replicas=decision.pending_replicas,
+        raw_recommendation=decision.raw_recommendation,
+        desired_replicas=decision.desired_replicas,
+        steps=[asdict(step) for step in decision.steps],
+        signals=dict(decision.signals),
+        forecast=dict(decision.forecast) if decision.forecast is not None else None,
+        error=decision.error,
+        resource_version_read=decision.resource_version,
+        leader_identity=decision.leader_identity,
+        updated_at=decision.decided_at,
+    )
+
+
+def from_row(row: DecisionRow) -> StoredDecision:
+    record = DecisionRecord(
+        tick_id=row.tick_id,
+        decided_at=row.decided_at,
+        policy_namespace=row.policy_namespace,
+        policy_name=row.policy_name,
+        policy_version=row.policy_version,
+        role=Role(row.role),
+        target=TargetRef(row.target_api_version, row.target_kind, row.target_name),
+        mode=Mode(row.mode),
+        desired_replicas=row.desired_replicas,
+        current_replicas=row.current_replicas,
+        ready_replicas=row.ready_replicas,
+        pending_replicas=row.pending_replicas,
+        raw_recommendation=row.raw_recommendation,
+        steps=tuple(Step(**_step(s)) for s in row.steps),
+        signals=row.signals,
+        forecast=row.forecast,
+        status=DecisionStatus(row.status),
+        error=row.error,
+        resource_version=row.resource_version_read,
+        leader_identity=row.leader_identity,
+    )
+    return StoredDecision(row.id, record, row.updated_at, row.resource_version_written)
+
+
+def _step(raw: dict[str, Any]) -> dict[str, Any]:
+    return {key: raw[key] for key in ("name", "value", "reason", "message") if key in raw}
