@@ -6,15 +6,19 @@ from typing import Any
 
 import httpx
 
+from pdscaler.domain.errors import PdscalerError, Unavailable
 from pdscaler.domain.policy import Policy
 
 
-class ApiError(Exception):
+class ApiError(PdscalerError):
+    """The API answered with an error status."""
+
+    code = "ApiError"
+
     def __init__(self, status: int, body: dict[str, Any]) -> None:
         errors = "; ".join(f"{e['field']}: {e['message']}" for e in body.get("errors", []))
-        super().__init__(
-            f"HTTP {status}: {body.get('message', '')}" + (f" ({errors})" if errors else "")
-        )
+        detail = f" ({errors})" if errors else ""
+        super().__init__(f"HTTP {status}: {body.get('message', '')}{detail}")
         self.status = status
         self.body = body
 
@@ -23,6 +27,7 @@ class PdscalerClient:
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 10.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout_s)
+        self._base_url = base_url
 
     def close(self) -> None:
         self._http.close()
@@ -31,9 +36,11 @@ class PdscalerClient:
         """Create the policy, or replace it if it differs; returns what happened."""
         namespace, name = policy.key
         document = policy.document()
-        current = self._http.get(f"/v1/policies/{namespace}/{name}")
+        current = self._send("GET", f"/v1/policies/{namespace}/{name}")
         if current.status_code == 404:
-            self._check(self._http.post("/v1/policies", json=document, params={"comment": comment}))
+            self._check(
+                self._send("POST", "/v1/policies", json=document, params={"comment": comment})
+            )
             return "created"
         body = self._check(current)
         if {k: body[k] for k in ("apiVersion", "kind", "spec")} == {
@@ -41,7 +48,8 @@ class PdscalerClient:
         } and _same_meta(body["metadata"], document["metadata"]):
             return "unchanged"
         self._check(
-            self._http.put(
+            self._send(
+                "PUT",
                 f"/v1/policies/{namespace}/{name}",
                 json=document,
                 params={"comment": comment},
@@ -51,7 +59,13 @@ class PdscalerClient:
         return "updated"
 
     def decisions(self, params: dict[str, Any]) -> dict[str, Any]:
-        return self._check(self._http.get("/v1/decisions", params=params))
+        return self._check(self._send("GET", "/v1/decisions", params=params))
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **kwargs)
+        except httpx.TransportError as e:
+            raise Unavailable(f"cannot reach the pdscaler API at {self._base_url}: {e}") from e
 
     @staticmethod
     def _check(response: httpx.Response) -> dict[str, Any]:

@@ -8,6 +8,7 @@ validated once, at start-up: :func:`load_settings` turns a validation failure in
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from enum import StrEnum
@@ -17,6 +18,7 @@ from typing import Annotated
 from pydantic import (
     AnyHttpUrl,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -27,6 +29,33 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "PDSCALER_"
 ENV_NESTED_DELIMITER = "__"
+
+
+_GO_DURATION = re.compile(
+    r"^(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?"
+    r"(?:(\d+(?:\.\d+)?)ms)?$"
+)
+
+
+def parse_duration(value: object) -> object:
+    """Seconds as a number, or a Go-style duration ("90s", "5m", "1h30m", "250ms").
+
+    Anything else (ISO 8601 "PT30S", a timedelta) is left for pydantic to parse.
+    """
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return timedelta(seconds=float(text))
+        match = _GO_DURATION.match(text)
+        if text and match:
+            h, m, s, ms = (float(g) if g else 0.0 for g in match.groups())
+            return timedelta(hours=h, minutes=m, seconds=s, milliseconds=ms)
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class Role(StrEnum):
@@ -60,7 +89,7 @@ class DatabaseSettings(_Group):
     pool_size: Annotated[int, Field(ge=1, le=200)] = Field(
         default=5, description="Connections kept open in the pool (Postgres only)."
     )
-    connect_timeout: timedelta = Field(
+    connect_timeout: Duration = Field(
         default=timedelta(seconds=5), description="Time allowed to open one connection."
     )
     echo: bool = Field(default=False, description="Log every SQL statement.")
@@ -78,7 +107,7 @@ class PrometheusSettings(_Group):
         default=AnyHttpUrl("http://127.0.0.1:9090"),
         description="Base URL of the Prometheus-compatible query API.",
     )
-    timeout: timedelta = Field(default=timedelta(seconds=5), description="Timeout of one query.")
+    timeout: Duration = Field(default=timedelta(seconds=5), description="Timeout of one query.")
 
 
 class KubernetesSettings(_Group):
@@ -86,7 +115,7 @@ class KubernetesSettings(_Group):
         default=None,
         description="Path of a kubeconfig file; unset means in-cluster configuration.",
     )
-    request_timeout: timedelta = Field(
+    request_timeout: Duration = Field(
         default=timedelta(seconds=10), description="Timeout of one API server call."
     )
     lease_name: str = Field(default="pdscaler-leader", description="Leader election lease.")
@@ -95,9 +124,7 @@ class KubernetesSettings(_Group):
 
 class LoopSettings(_Group):
     enabled: bool = Field(default=True, description="Run the control loop in this process.")
-    interval: timedelta = Field(
-        default=timedelta(seconds=15), description="Time between two ticks."
-    )
+    interval: Duration = Field(default=timedelta(seconds=15), description="Time between two ticks.")
 
     @field_validator("interval")
     @classmethod

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,6 +29,7 @@ def create_db_engine(
             connect_args={"timeout": connect_timeout.total_seconds(), "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     return create_engine(
         url,
@@ -41,11 +42,24 @@ def create_db_engine(
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: object) -> None:
+    # Let SQLAlchemy, not the driver, decide when transactions begin (see _sqlite_begin).
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A writing transaction takes the write lock up front (BEGIN IMMEDIATE). Otherwise two
+    # writers could both read, and the second would fail on upgrading its snapshot instead
+    # of waiting for the first: a spurious error where a wait, then a clean Conflict, is due.
+    write = connection.get_execution_options().get(_WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+_WRITE = "pdscaler_write"
 
 
 class Database:
@@ -56,10 +70,15 @@ class Database:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """One transaction: committed if the block returns, rolled back if it raises."""
+    def transaction(self, *, write: bool = False) -> Iterator[Session]:
+        """One transaction: committed if the block returns, rolled back if it raises.
+
+        ``write`` declares that the block writes, so SQLite takes its write lock first.
+        """
         try:
             with self._sessions.begin() as session:
+                if write:
+                    session.connection(execution_options={_WRITE: True})
                 yield session
         except OperationalError as e:
             raise Unavailable(f"database unavailable: {_first_line(e)}") from e

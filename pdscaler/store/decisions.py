@@ -58,7 +58,7 @@ class DecisionStore:
 
     def record(self, decision: DecisionRecord) -> int:
         """Write the decision (normally ``pending``) and return its id."""
-        with self._db.transaction() as session:
+        with self._db.transaction(write=True) as session:
             policy_id = session.scalar(
                 select(PolicyRow.id).where(
                     PolicyRow.namespace == decision.policy_namespace,
@@ -84,7 +84,7 @@ class DecisionStore:
         resource_version_written: str | None = None,
     ) -> None:
         """Record the outcome of acting on a decision."""
-        with self._db.transaction() as session:
+        with self._db.transaction(write=True) as session:
             result = session.execute(
                 update(DecisionRow)
                 .where(DecisionRow.id == decision_id)

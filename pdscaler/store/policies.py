@@ -49,7 +49,7 @@ class PolicyStore:
     def create(self, policy: Policy, *, author: str, comment: str, now: datetime) -> StoredPolicy:
         """Create a policy. A deleted policy of the same name comes back with its history."""
         namespace, name = policy.key
-        with self._db.transaction() as session:
+        with self._db.transaction(write=True) as session:
             row = _row(session, namespace, name, lock=True)
             if row is not None and row.deleted_at is None:
                 raise AlreadyExists(f"policy {namespace}/{name} already exists")
@@ -75,7 +75,7 @@ class PolicyStore:
         ``expected_version`` (from If-Match or metadata.resourceVersion) must match the
         current version when given. ``update_policy`` may raise; then nothing is written.
         """
-        with self._db.transaction() as session:
+        with self._db.transaction(write=True) as session:
             row = _live_row(session, namespace, name, lock=True)
             _check_version(row, expected_version)
             policy = update_policy(_stored(row))
@@ -88,7 +88,7 @@ class PolicyStore:
     ) -> tuple[StoredPolicy, ApplyOutcome]:
         """Create or update to match ``policy``; an identical document writes nothing."""
         namespace, name = policy.key
-        with self._db.transaction() as session:
+        with self._db.transaction(write=True) as session:
             row = _row(session, namespace, name, lock=True)
             if row is not None and row.deleted_at is None:
                 if row.document == policy.document():
@@ -110,7 +110,7 @@ class PolicyStore:
         now: datetime,
     ) -> None:
         """Mark the policy deleted and record the deletion as its last version."""
-        with self._db.transaction() as session:
+        with self._db.transaction(write=True) as session:
             row = _live_row(session, namespace, name, lock=True)
             _check_version(row, expected_version)
             policy = Policy.model_validate(row.document)

@@ -1,0 +1,81 @@
+"""Settings: defaults run locally; bad values fail at start-up naming the variable."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pdscaler.config import Role, SettingsError, load_settings
+
+
+def test_defaults_use_an_sqlite_file_in_the_data_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PDSCALER_DATA_DIR", str(tmp_path))
+
+    settings = load_settings()
+
+    assert settings.database_url == f"sqlite:///{tmp_path / 'pdscaler.db'}"
+    assert settings.loop.interval == timedelta(seconds=15)
+    assert settings.api.port == 8080
+    assert settings.api.anonymous_reads is False
+
+
+def test_nested_groups_are_read_from_double_underscore_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PDSCALER_DATABASE__URL", "postgresql+psycopg://db.example/pd")
+    monkeypatch.setenv("PDSCALER_LOOP__INTERVAL", "30")
+    monkeypatch.setenv(
+        "PDSCALER_API__TOKENS", '[{"name": "ci", "role": "editor", "sha256": "' + "a" * 64 + '"}]'
+    )
+
+    settings = load_settings()
+
+    assert settings.database_url == "postgresql+psycopg://db.example/pd"
+    assert settings.loop.interval == timedelta(seconds=30)
+    assert settings.api.tokens[0].role is Role.EDITOR
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PDSCALER_API__PORT", "99999"),
+        ("PDSCALER_LOOP__INTERVAL", "0"),
+        ("PDSCALER_DATABASE__URL", "mysql://db/pd"),
+        ("PDSCALER_PROMETHEUS__URL", "not a url"),
+        ("PDSCALER_API__TOKENS", '[{"name": "x", "role": "root", "sha256": "00"}]'),
+        ("PDSCALER_LOG_LEVEL", "LOUD"),
+    ],
+)
+def test_bad_setting_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+
+    assert variable in str(raised.value)
+
+
+def test_roles_include_the_rights_of_lower_roles() -> None:
+    assert Role.ADMIN.allows(Role.EDITOR)
+    assert Role.EDITOR.allows(Role.VIEWER)
+    assert not Role.VIEWER.allows(Role.EDITOR)
+    assert not Role.EDITOR.allows(Role.ADMIN)
+
+
+@pytest.mark.parametrize(
+    ("given", "seconds"),
+    [("30", 30), ("2.5", 2.5), ("90s", 90), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25),
+     ("PT45S", 45)],
+)  # fmt: skip
+def test_durations_accept_seconds_go_and_iso_forms(
+    monkeypatch: pytest.MonkeyPatch, given: str, seconds: float
+) -> None:
+    monkeypatch.setenv("PDSCALER_PROMETHEUS__TIMEOUT", given)
+
+    assert load_settings().prometheus.timeout == timedelta(seconds=seconds)
