@@ -91,7 +91,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_decisions_policy_time",
         "decisions",
-        ["policy_namespace", "policy_name", "decided_at", "id"],
+        ["policy_name", "decided_at", "id"],
     )
     op.create_index("ix_decisions_time", "decisions", ["decided_at", "id"])
     op.create_index("ix_decisions_status_time", "decisions", ["status", "decided_at"])

@@ -11,7 +11,6 @@ from pydantic.alias_generators import to_camel
 from pdscaler.domain.decision import Action, DecisionStatus
 from pdscaler.domain.policy import Mode, Role
 from pdscaler.domain.versioning import ChangeKind, FieldChange, PolicyVersion, StoredPolicy
-from pdscaler.store.decisions import StoredDecision
 
 
 class Schema(BaseModel):
@@ -174,41 +173,6 @@ class DecisionOut(Schema):
     resource_version_read: str | None
     resource_version_written: str | None
     leader_identity: str | None
-
-    @classmethod
-    def of(cls, stored: StoredDecision) -> DecisionOut:
-        r = stored.record
-        return cls(
-            id=stored.id,
-            tick_id=r.tick_id,
-            decided_at=r.decided_at,
-            updated_at=stored.updated_at,
-            policy_namespace=r.policy_namespace,
-            policy_name=r.policy_name,
-            policy_version=r.policy_version,
-            role=r.role,
-            target=TargetOut(
-                api_version=r.target.api_version, kind=r.target.kind, name=r.target.name
-            ),
-            mode=r.mode,
-            action=r.action,
-            status=r.status,
-            current_replicas=r.current_replicas,
-            ready_replicas=r.ready_replicas,
-            pending_replicas=r.pending_replicas,
-            raw_recommendation=r.raw_recommendation,
-            desired_replicas=r.desired_replicas,
-            steps=[
-                StepOut(name=s.name, value=s.value, reason=s.reason, message=s.message)
-                for s in r.steps
-            ],
-            signals=dict(r.signals),
-            forecast=dict(r.forecast) if r.forecast is not None else None,
-            error=r.error,
-            resource_version_read=r.resource_version,
-            resource_version_written=stored.resource_version_written,
-            leader_identity=r.leader_identity,
-        )
 
 
 class DecisionPage(Schema):

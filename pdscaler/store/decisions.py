@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, select, tuple_, update
+from sqlalchemy import Select, Text, cast, select, tuple_, update
 
 from pdscaler.domain.decision import (
     Action,
@@ -28,6 +28,20 @@ from pdscaler.store.models import DecisionRow, PolicyRow
 
 Position = tuple[datetime, int]
 
+# The columns of a decision as the read path serves them: JSON columns come back as their
+# JSON text, so that a page is passed through without being decoded and encoded again.
+_VIEW_COLUMNS = (
+    DecisionRow.id, DecisionRow.tick_id, DecisionRow.decided_at, DecisionRow.updated_at,
+    DecisionRow.policy_namespace, DecisionRow.policy_name, DecisionRow.policy_version,
+    DecisionRow.role, DecisionRow.target_api_version, DecisionRow.target_kind,
+    DecisionRow.target_name, DecisionRow.mode, DecisionRow.action, DecisionRow.status,
+    DecisionRow.current_replicas, DecisionRow.ready_replicas, DecisionRow.pending_replicas,
+    DecisionRow.raw_recommendation, DecisionRow.desired_replicas,
+    cast(DecisionRow.steps, Text), cast(DecisionRow.signals, Text),
+    cast(DecisionRow.forecast, Text), DecisionRow.error, DecisionRow.resource_version_read,
+    DecisionRow.resource_version_written, DecisionRow.leader_identity,
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class DecisionFilter:
@@ -38,6 +52,42 @@ class DecisionFilter:
     status: DecisionStatus | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionText:
+    """A decision for display: scalar columns as values, JSON columns as JSON text."""
+
+    id: int
+    tick_id: str
+    decided_at: datetime
+    updated_at: datetime
+    policy_namespace: str
+    policy_name: str
+    policy_version: int
+    role: str
+    target_api_version: str
+    target_kind: str
+    target_name: str
+    mode: str
+    action: str
+    status: str
+    current_replicas: int | None
+    ready_replicas: int | None
+    pending_replicas: int | None
+    raw_recommendation: int | None
+    desired_replicas: int
+    steps_json: str
+    signals_json: str
+    forecast_json: str | None
+    error: str | None
+    resource_version_read: str | None
+    resource_version_written: str | None
+    leader_identity: str | None
+
+    @property
+    def position(self) -> Position:
+        return (self.decided_at, self.id)
 
 
 @dataclass(frozen=True)
@@ -112,27 +162,54 @@ class DecisionStore:
 
         Returns the page and the position to continue from, or None on the last page.
         """
-        query = _filtered(where)
-        if after is not None:
-            query = query.where(tuple_(DecisionRow.decided_at, DecisionRow.id) < after)
-        query = query.order_by(DecisionRow.decided_at.desc(), DecisionRow.id.desc())
+        query = _paged(select(DecisionRow), where, limit, after)
         with self._db.transaction() as session:
-            rows = list(session.scalars(query.limit(limit + 1)))
+            rows = list(session.scalars(query))
         page = [from_row(row) for row in rows[:limit]]
         return page, (page[-1].position if len(rows) > limit else None)
 
-    def scan(self, where: DecisionFilter, *, batch: int = 1000) -> Iterator[StoredDecision]:
+    def page_text(
+        self, where: DecisionFilter, *, limit: int, after: Position | None = None
+    ) -> tuple[list[DecisionText], Position | None]:
+        """As :meth:`page`, for display: no ORM objects, JSON columns left as text."""
+        query = _paged(select(*_VIEW_COLUMNS), where, limit, after)
+        with self._db.transaction() as session:
+            rows = [DecisionText(*tuple(row)) for row in session.execute(query)]
+        page = rows[:limit]
+        return page, (page[-1].position if len(rows) > limit else None)
+
+    def get_text(self, decision_id: int) -> DecisionText:
+        with self._db.transaction() as session:
+            row = session.execute(
+                select(*_VIEW_COLUMNS).where(DecisionRow.id == decision_id)
+            ).one_or_none()
+        if row is None:
+            raise NotFound(f"decision {decision_id} not found")
+        return DecisionText(*tuple(row))
+
+    def scan_text(self, where: DecisionFilter, *, batch: int = 1000) -> Iterator[DecisionText]:
         """Every matching decision, newest first, one short transaction per batch."""
         after: Position | None = None
         while True:
-            page, after = self.page(where, limit=batch, after=after)
+            page, after = self.page_text(where, limit=batch, after=after)
             yield from page
             if after is None:
                 return
 
 
-def _filtered(where: DecisionFilter) -> Select[DecisionRow]:
-    query = select(DecisionRow)
+Q = TypeVar("Q", bound="Select[*tuple[Any, ...]]")
+
+
+def _paged(query: Q, where: DecisionFilter, limit: int, after: Position | None) -> Q:
+    """Filtered, newest first, after ``after``, one row more than a page to tell if more follow."""
+    query = _filtered(query, where)
+    if after is not None:
+        query = query.where(tuple_(DecisionRow.decided_at, DecisionRow.id) < after)
+    order = (DecisionRow.decided_at.desc(), DecisionRow.id.desc())
+    return query.order_by(*order).limit(limit + 1)
+
+
+def _filtered(query: Q, where: DecisionFilter) -> Q:
     if where.namespace is not None:
         query = query.where(DecisionRow.policy_namespace == where.namespace)
     if where.policy is not None:

@@ -102,7 +102,8 @@ class DecisionRow(Base):
 
     __tablename__ = "decisions"
     __table_args__ = (
-        Index("ix_decisions_policy_time", "policy_namespace", "policy_name", "decided_at", "id"),
+        # Name first: most queries name a policy and not always its namespace.
+        Index("ix_decisions_policy_time", "policy_name", "decided_at", "id"),
         Index("ix_decisions_time", "decided_at", "id"),
         Index("ix_decisions_status_time", "status", "decided_at"),
         Index("ix_decisions_tick", "tick_id"),

@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
+from pdscaler.api.schemas import DecisionOut, DecisionPage
 from pdscaler.control.clock import FakeClock
 from pdscaler.domain.decision import DecisionStatus
 from pdscaler.domain.policy import Role
@@ -113,3 +114,25 @@ def test_export_of_nothing_is_just_the_header(client: TestClient, ids: list[int]
 
     assert response.text.strip().startswith("id,decidedAt")
     assert len(response.text.strip().splitlines()) == 1
+
+
+def test_served_documents_conform_to_the_declared_schema(
+    client: TestClient, ids: list[int], db: Database
+) -> None:
+    page = client.get("/v1/decisions?limit=3", headers=VIEWER).json()
+    one = client.get(f"/v1/decisions/{ids[0]}", headers=VIEWER).json()
+    lines = client.get("/v1/decisions/export", headers=VIEWER).text.splitlines()
+
+    DecisionPage.model_validate(page)
+    parsed = DecisionOut.model_validate(one)
+    for line in lines:
+        DecisionOut.model_validate_json(line)
+    stored = DecisionStore(db).get(ids[0])
+    assert parsed.decided_at == stored.record.decided_at
+    assert [s.model_dump() for s in parsed.steps] == [
+        {"name": s.name, "value": s.value, "reason": s.reason, "message": s.message}
+        for s in stored.record.steps
+    ]
+    assert parsed.signals == stored.record.signals
+    assert parsed.resource_version_read == stored.record.resource_version
+    assert one["decidedAt"].endswith("Z")
