@@ -8,8 +8,11 @@ validated once, at start-up: :func:`load_settings` turns a validation failure in
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 import secrets
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -219,8 +222,19 @@ def env_var_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:2]) if parts else ENV_PREFIX
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read and validate the settings, or raise :class:`SettingsError` naming the variables."""
+# Variables with the prefix that are not settings: the CLI's token, and the test suite's.
+NOT_SETTINGS = ("PDSCALER_TOKEN", "PDSCALER_TEST_")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read and validate the settings, or raise :class:`SettingsError` naming the variables.
+
+    A variable with the prefix that names no setting is an error too, so that a typo does
+    not silently leave a default in place.
+    """
+    unknown = _unknown_variables(os.environ if environ is None else environ)
+    if unknown:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(unknown))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as e:
@@ -230,3 +244,17 @@ def load_settings(**overrides: object) -> Settings:
             for err in e.errors()
         ]
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from e
+
+
+def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    problems = []
+    for variable in sorted(environ):
+        if not variable.startswith(ENV_PREFIX) or variable.startswith(NOT_SETTINGS):
+            continue
+        top = variable.split(ENV_NESTED_DELIMITER, 1)[0]
+        if top not in known:
+            close = difflib.get_close_matches(top, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"{variable}: not a pdscaler setting{hint}")
+    return problems

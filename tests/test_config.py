@@ -79,3 +79,18 @@ def test_durations_accept_seconds_go_and_iso_forms(
     monkeypatch.setenv("PDSCALER_PROMETHEUS__TIMEOUT", given)
 
     assert load_settings().prometheus.timeout == timedelta(seconds=seconds)
+
+
+def test_a_misspelt_variable_is_an_error_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PDSCALER_DATA_DRI", "/srv/pdscaler")
+
+    with pytest.raises(SettingsError, match="did you mean PDSCALER_DATA_DIR"):
+        load_settings()
+
+
+def test_the_cli_token_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDSCALER_TOKEN", "pds_abc")
+
+    assert load_settings().api.tokens == []
