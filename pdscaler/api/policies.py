@@ -23,7 +23,7 @@ from pdscaler.api.schemas import (
     VersionOut,
 )
 from pdscaler.domain.errors import FieldError, InvalidInput
-from pdscaler.domain.policy import DNS_LABEL, Mode, Policy, parse_policy
+from pdscaler.domain.policy import DNS_LABEL, Mode, Policy, nul_errors, parse_policy
 from pdscaler.domain.versioning import (
     ChangeKind,
     StoredPolicy,
@@ -59,7 +59,10 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=ERRORS)
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 Name = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 IfMatch = Annotated[str | None, Header(description='The version to change, e.g. "3".')]
-Comment = Annotated[str, Query(max_length=1000, description="Why; kept with the version.")]
+NO_NUL = r"^[^\x00]*$"
+Comment = Annotated[
+    str, Query(max_length=1000, pattern=NO_NUL, description="Why; kept with the version.")
+]
 
 
 @router.get("", response_model=PolicyList)
@@ -130,6 +133,9 @@ async def patch_policy(
 ) -> JSONResponse:
     """Apply a JSON Merge Patch (RFC 7386) to the current policy document."""
     patch = parse_document(await request.body(), request.headers.get("content-type"))
+    nul = tuple(nul_errors(patch))
+    if nul:
+        raise InvalidInput(f"{nul[0].field}: {nul[0].message}", errors=nul)
     if not isinstance(patch, dict):
         raise InvalidInput(
             "a merge patch must be an object", errors=(FieldError("", "expected an object"),)

@@ -128,11 +128,13 @@ class ValidationOut(Schema):
 
 
 class ChangeIn(Schema):
-    comment: str = Field(default="", max_length=1000)
+    comment: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
 
 
 class RollbackIn(ChangeIn):
-    version: int = Field(ge=1, description="The version whose document becomes current.")
+    version: int = Field(
+        ge=1, le=2**31 - 1, description="The version whose document becomes current."
+    )
 
 
 class StepOut(Schema):

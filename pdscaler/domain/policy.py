@@ -13,7 +13,7 @@ HorizontalPodAutoscaler v2 ``behavior`` field.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -299,6 +299,9 @@ def parse_policy(document: object) -> Policy:
         raise InvalidInput(
             "a policy must be an object", errors=(FieldError("", "expected an object"),)
         )
+    nul = tuple(nul_errors(document))
+    if nul:
+        raise InvalidInput(_summary(nul), errors=nul)
     try:
         policy = Policy.model_validate(document)
     except ValidationError as e:
@@ -310,6 +313,21 @@ def parse_policy(document: object) -> Policy:
     if errors:
         raise InvalidInput(_summary(errors), errors=errors)
     return policy
+
+
+def nul_errors(value: object, path: str = "") -> Iterator[FieldError]:
+    """NUL characters anywhere in a document: no database stores them faithfully."""
+    if isinstance(value, str) and "\x00" in value:
+        yield FieldError(path, "must not contain NUL characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and "\x00" in key:
+                yield FieldError(path, f"key {key!r} must not contain NUL characters")
+            yield from nul_errors(item, child)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from nul_errors(item, f"{path}[{i}]")
 
 
 def _message(err: Mapping[str, Any]) -> str:

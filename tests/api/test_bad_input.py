@@ -60,6 +60,10 @@ CASES = [
     Bad("patch with bad metadata", "PATCH", P, 422, "metadata", b'{"metadata": "x"}'),
     Bad("rollback malformed", "POST", P + "/rollback", 400, "malformed JSON", b"{version: 1}"),
     Bad("rollback wrong type", "POST", P + "/rollback", 422, "version", b'{"version": "one"}'),
+    Bad("rollback huge version", "POST", P + "/rollback", 422, "version",
+        b'{"version": 1000000000000000000000000000000}'),
+    Bad("rollback comment with NUL", "POST", P + "/rollback", 422, "comment",
+        b'{"version": 1, "comment": "a\\u0000"}'),
     Bad("rollback unknown field", "POST", P + "/rollback", 422, "verison",
         b'{"verison": 1}'),
     Bad("If-Match garbage", "PUT", P, 422, "If-Match", _json(policy_doc()),
@@ -149,3 +153,30 @@ def test_yaml_tags_are_not_executed(seeded: TestClient) -> None:
 
     assert response.status_code == 400
     assert "malformed YAML" in response.json()["message"]
+
+
+NUL_CASES = [
+    ("NUL in a string value", "POST", "/v1/policies",
+     _json(policy_doc({"metadata": {"annotations": {"note": "a\u0000b"}}})), "metadata.annotations.note"),
+    ("NUL in a key", "POST", "/v1/policies",
+     _json(policy_doc({"metadata": {"labels": {"a\u0000": "b"}}})), "metadata.labels"),
+    ("NUL in a comment", "PATCH", P + "?comment=a%00b", b'{"spec": {}}', "query.comment"),
+    ("NUL in a YAML document", "POST", "/v1/policies",
+     yaml.safe_dump(policy_doc({"metadata": {"annotations": {"n": "\u0000"}}})).encode(), "annotations"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "method", "url", "content", "field"), NUL_CASES,
+                         ids=[c[0] for c in NUL_CASES])  # fmt: skip
+def test_nul_characters_are_refused_not_stored(
+    seeded: TestClient, db: Database, name: str, method: str, url: str, content: bytes,
+    field: str,
+) -> None:  # fmt: skip
+    before = _counts(db)
+    headers = {**auth("admin"), **(YAML if "YAML" in name else JSON)}
+
+    response = seeded.request(method, url, content=content, headers=headers)
+
+    assert response.status_code == 422, response.text
+    assert field in " ".join(e["field"] for e in response.json()["errors"])
+    assert _counts(db) == before
