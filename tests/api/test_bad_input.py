@@ -157,12 +157,14 @@ def test_yaml_tags_are_not_executed(seeded: TestClient) -> None:
 
 NUL_CASES = [
     ("NUL in a string value", "POST", "/v1/policies",
-     _json(policy_doc({"metadata": {"annotations": {"note": "a\u0000b"}}})), "metadata.annotations.note"),
+     _json(policy_doc({"metadata": {"annotations": {"note": "a\u0000b"}}})),
+     "metadata.annotations.note"),
     ("NUL in a key", "POST", "/v1/policies",
      _json(policy_doc({"metadata": {"labels": {"a\u0000": "b"}}})), "metadata.labels"),
     ("NUL in a comment", "PATCH", P + "?comment=a%00b", b'{"spec": {}}', "query.comment"),
     ("NUL in a YAML document", "POST", "/v1/policies",
-     yaml.safe_dump(policy_doc({"metadata": {"annotations": {"n": "\u0000"}}})).encode(), "annotations"),
+     yaml.safe_dump(policy_doc({"metadata": {"annotations": {"n": "\u0000"}}})).encode(),
+     "annotations"),
 ]  # fmt: skip
 
 
