@@ -10,11 +10,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pdscaler import __version__
 from pdscaler.config import Role, Settings, SettingsError, load_settings
 from pdscaler.domain.errors import PdscalerError
+
+if TYPE_CHECKING:
+    from pdscaler.client import PdscalerClient
 
 log = logging.getLogger("pdscaler")
 Command = Callable[[argparse.Namespace], int]
@@ -246,18 +249,35 @@ def _decisions_tail(args: argparse.Namespace) -> int:
     from pdscaler.client import PdscalerClient
 
     client = PdscalerClient(args.api, args.token)
-    params = {k: v for k, v in (("namespace", args.namespace), ("policy", args.policy)) if v}
-    items = client.decisions({**params, "limit": args.lines})["items"]
-    seen = max((d["id"] for d in items), default=0)
-    for decision in reversed(items):
+    where = {k: v for k, v in (("namespace", args.namespace), ("policy", args.policy)) if v}
+    recent = client.decisions({**where, "limit": args.lines})["items"]
+    for decision in reversed(recent):
         print(_decision_line(decision))
+    # Follow by time: ask for everything since the newest decision printed, page by page,
+    # and skip the ones already printed at that same instant.
+    since = recent[0]["decidedAt"] if recent else None
+    printed = {d["id"] for d in recent if d["decidedAt"] == since}
     while args.follow:
         time.sleep(args.interval)
-        newest = client.decisions({**params, "limit": 1000})["items"]
-        for decision in reversed([d for d in newest if d["id"] > seen]):
+        new = [d for d in _all_since(client, where, since) if d["id"] not in printed]
+        for decision in reversed(new):
             print(_decision_line(decision), flush=True)
-        seen = max([seen, *(d["id"] for d in newest)])
+        if new:
+            since = new[0]["decidedAt"]
+            printed = {d["id"] for d in new if d["decidedAt"] == since}
     return 0
+
+
+def _all_since(client: PdscalerClient, where: dict[str, str], since: str | None) -> list[dict[str, Any]]:
+    """Every decision at or after ``since``, newest first."""
+    params: dict[str, Any] = {**where, "limit": 1000, **({"since": since} if since else {})}
+    found: list[dict[str, Any]] = []
+    while True:
+        page = client.decisions(params)
+        found += page["items"]
+        if not page["nextCursor"]:
+            return found
+        params["cursor"] = page["nextCursor"]
 
 
 def _decision_line(d: dict[str, Any]) -> str:

@@ -9,9 +9,11 @@ validated once, at start-up: :func:`load_settings` turns a validation failure in
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import secrets
+import typing
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
@@ -29,6 +31,7 @@ from pydantic import (
     field_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "PDSCALER_"
 ENV_NESTED_DELIMITER = "__"
@@ -183,6 +186,10 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     """All of pdscaler's configuration, grouped by the system each group talks to."""
 
@@ -196,7 +203,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default=Path("data"), description="Directory for the embedded SQLite database."
     )
-    log_level: LogLevel = Field(default=LogLevel.INFO, description="Root log level.")
+    log_level: Annotated[LogLevel, BeforeValidator(_upper)] = Field(
+        default=LogLevel.INFO, description="Root log level: DEBUG, INFO, WARNING or ERROR."
+    )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     kubernetes: KubernetesSettings = Field(default_factory=KubernetesSettings)
@@ -237,6 +246,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("invalid settings:\n  " + "\n  ".join(unknown))
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except PydanticSettingsError as e:
+        # Raised when a list or object setting is not valid JSON; it names only the group.
+        culprits = _invalid_json(os.environ if environ is None else environ)
+        names = ", ".join(culprits) or "a list or object setting"
+        raise SettingsError(f"invalid settings:\n  {names}: not valid JSON ({e.__cause__})") from e
     except ValidationError as e:
         lines = [
             f"{env_var_name(err['loc'])}: {err['msg']}"
@@ -246,15 +260,42 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise SettingsError("invalid settings:\n  " + "\n  ".join(lines)) from e
 
 
+def _variables() -> dict[str, type[BaseModel] | None]:
+    """Every settings variable, each with its group's model (None for a top-level one)."""
+    found: dict[str, type[BaseModel] | None] = {}
+    for name, field in Settings.model_fields.items():
+        group = field.annotation
+        if isinstance(group, type) and issubclass(group, _Group):
+            for member in group.model_fields:
+                found[f"{ENV_PREFIX}{name}{ENV_NESTED_DELIMITER}{member}".upper()] = group
+        found[f"{ENV_PREFIX}{name}".upper()] = None
+    return found
+
+
+def _invalid_json(environ: Mapping[str, str]) -> list[str]:
+    culprits = []
+    for variable, group in _variables().items():
+        if group is None or variable not in environ:
+            continue
+        member = variable.split(ENV_NESTED_DELIMITER, 1)[1].lower()
+        if typing.get_origin(group.model_fields[member].annotation) in (list, dict):
+            try:
+                json.loads(environ[variable])
+            except ValueError:
+                culprits.append(variable)
+    return culprits
+
+
 def _unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    variables = _variables()
+    known_top = {v for v, group in variables.items() if group is None}
     problems = []
     for variable in sorted(environ):
         if not variable.startswith(ENV_PREFIX) or variable.startswith(NOT_SETTINGS):
             continue
         top = variable.split(ENV_NESTED_DELIMITER, 1)[0]
-        if top not in known:
-            close = difflib.get_close_matches(top, known, n=1)
+        if top not in known_top or (ENV_NESTED_DELIMITER in variable and variable not in variables):
+            close = difflib.get_close_matches(variable, list(variables), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             problems.append(f"{variable}: not a pdscaler setting{hint}")
     return problems

@@ -94,3 +94,25 @@ def test_the_cli_token_variable_is_not_a_setting(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("PDSCALER_TOKEN", "pds_abc")
 
     assert load_settings().api.tokens == []
+
+
+def test_invalid_json_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDSCALER_API__TOKENS", "alice:editor")
+
+    with pytest.raises(SettingsError, match="PDSCALER_API__TOKENS: not valid JSON"):
+        load_settings()
+
+
+def test_a_misspelt_nested_variable_suggests_the_nested_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PDSCALER_DATABASE_URL", "postgresql+psycopg://db/pd")
+
+    with pytest.raises(SettingsError, match="did you mean PDSCALER_DATABASE__URL"):
+        load_settings()
+
+
+def test_log_level_ignores_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDSCALER_LOG_LEVEL", "debug")
+
+    assert load_settings().log_level == "DEBUG"

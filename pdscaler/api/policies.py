@@ -22,7 +22,7 @@ from pdscaler.api.schemas import (
     VersionList,
     VersionOut,
 )
-from pdscaler.domain.errors import FieldError, InvalidInput
+from pdscaler.domain.errors import Conflict, FieldError, InvalidInput
 from pdscaler.domain.policy import DNS_LABEL, Mode, Policy, nul_errors, parse_policy
 from pdscaler.domain.versioning import (
     ChangeKind,
@@ -141,13 +141,15 @@ async def patch_policy(
             "a merge patch must be an object", errors=(FieldError("", "expected an object"),)
         )
 
+    # metadata.resourceVersion in a patch is a precondition, not content.
+    metadata = patch.get("metadata")
+    body_version = metadata.pop("resourceVersion", None) if isinstance(metadata, dict) else None
+
     def patched(current: StoredPolicy) -> Policy:
         policy = parse_policy(merge_patch(current.policy.document(), patch))
         _require_same_key(policy, namespace, name)
         return policy
 
-    metadata = patch.get("metadata")
-    body_version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
     stored = svc.policies.change(
         namespace, name, ChangeKind.PATCH, patched,
         expected_version=_expected_version(if_match, body_version),
@@ -235,25 +237,39 @@ def rollback_policy(
 
 @router.post("/{namespace}/{name}/pause", response_model=PolicyOut)
 def pause_policy(
-    namespace: Namespace, name: Name, svc: Svc, who: Editor, body: ChangeIn | None = None
+    namespace: Namespace,
+    name: Name,
+    svc: Svc,
+    who: Editor,
+    body: ChangeIn | None = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     """Stop deciding and acting for this policy; its targets keep their current size."""
     stored = svc.policies.change(
         namespace, name, ChangeKind.PAUSE, lambda current: current.policy.with_mode(Mode.PAUSED),
-        expected_version=None, author=who.name, comment=(body or ChangeIn()).comment,
-        now=svc.clock.now(),
+        expected_version=_expected_version(if_match, None), author=who.name,
+        comment=(body or ChangeIn()).comment, now=svc.clock.now(),
     )  # fmt: skip
     return _policy_response(stored)
 
 
 @router.post("/{namespace}/{name}/resume", response_model=PolicyOut)
 def resume_policy(
-    namespace: Namespace, name: Name, svc: Svc, who: Editor, body: ChangeIn | None = None
+    namespace: Namespace,
+    name: Name,
+    svc: Svc,
+    who: Editor,
+    body: ChangeIn | None = None,
+    if_match: IfMatch = None,
 ) -> JSONResponse:
     """Return to the mode the policy had before it was paused (active if it never had one)."""
     history = svc.policies.versions(namespace, name)
     modes = [Policy.model_validate(v.document).spec.mode for v in reversed(history)]
     resumed = next((mode for mode in modes if mode is not Mode.PAUSED), Mode.ACTIVE)
+    # The history read above must still be current when the change is written.
+    expected = _expected_version(if_match, None)
+    if expected is not None and expected != history[-1].version:
+        raise Conflict(f"policy {namespace}/{name} is at version {history[-1].version}")
     stored = svc.policies.change(
         namespace, name, ChangeKind.RESUME, lambda current: current.policy.with_mode(resumed),
         expected_version=history[-1].version, author=who.name,

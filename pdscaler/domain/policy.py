@@ -270,7 +270,7 @@ class Policy(_Model):
         return (self.metadata.namespace, self.metadata.name)
 
     def document(self) -> dict[str, Any]:
-        """The stored form: camelCase, defaults left out, no resourceVersion."""
+        """The stored form: camelCase, defaults filled in, no resourceVersion."""
         doc = self.model_dump(mode="json", by_alias=True, exclude_none=True)
         doc["metadata"].pop("resourceVersion", None)
         return doc
@@ -303,7 +303,8 @@ def parse_policy(document: object) -> Policy:
     if nul:
         raise InvalidInput(_summary(nul), errors=nul)
     try:
-        policy = Policy.model_validate(document)
+        # Documents use the camelCase names only; snake_case is for Python code.
+        policy = Policy.model_validate(document, by_alias=True, by_name=False)
     except ValidationError as e:
         errors = tuple(
             FieldError(field_path(err["loc"]), _message(err)) for err in e.errors(include_url=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -12,6 +13,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pdscaler.domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 
 def create_db_engine(
@@ -80,11 +83,17 @@ class Database:
                 if write:
                     session.connection(execution_options={_WRITE: True})
                 yield session
-        except OperationalError as e:
-            raise Unavailable(f"database unavailable: {_first_line(e)}") from e
         except DBAPIError as e:
             if e.connection_invalidated:
-                raise Unavailable(f"database connection lost: {_first_line(e)}") from e
+                raise Unavailable(f"database connection lost: {first_line(e)}") from e
+            if _missing_schema(e):
+                # The schema was moved under a running service (a downgrade, a restore).
+                log.error("database schema does not match this pdscaler: %s", first_line(e))
+                raise Unavailable(
+                    "the database schema does not match this pdscaler: run `pdscaler db upgrade`"
+                ) from e
+            if isinstance(e, OperationalError):
+                raise Unavailable(f"database unavailable: {first_line(e)}") from e
             raise
 
     def ping(self) -> None:
@@ -95,5 +104,11 @@ class Database:
         self.engine.dispose()
 
 
-def _first_line(e: Exception) -> str:
+def _missing_schema(e: DBAPIError) -> bool:
+    code = getattr(e.orig, "sqlstate", None)  # Postgres: undefined table or column
+    text_ = str(e.orig)
+    return code in ("42P01", "42703") or text_.startswith(("no such table", "no such column"))
+
+
+def first_line(e: Exception) -> str:
     return str(getattr(e, "orig", e)).strip().splitlines()[0] if str(e) else type(e).__name__

@@ -38,9 +38,18 @@ def policy_paths(target: Path) -> list[Path]:
     return [target]
 
 
-def read_policies(target: Path) -> Iterator[PolicyFile]:
-    for path in policy_paths(target):
-        yield from _read(path)
+def read_policies(target: Path) -> list[PolicyFile]:
+    """Every document under ``target``. A policy defined a second time is an error there."""
+    items = [item for path in policy_paths(target) for item in _read(path)]
+    first: dict[tuple[str, str], PolicyFile] = {}
+    for i, item in enumerate(items):
+        if item.policy is None:
+            continue
+        earlier = first.setdefault(item.policy.key, item)
+        if earlier is not item:
+            where = f"{'/'.join(item.policy.key)} is already defined in {earlier.where}"
+            items[i] = PolicyFile(item.path, item.index, None, (FieldError("metadata", where),))
+    return items
 
 
 def _read(path: Path) -> Iterator[PolicyFile]:

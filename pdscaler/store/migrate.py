@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -9,8 +11,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
-from pdscaler.domain.errors import SchemaOutOfDate
+from pdscaler.domain.errors import SchemaOutOfDate, Unavailable
+from pdscaler.store.db import first_line
 
 _PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -30,12 +34,23 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+@contextmanager
+def _reachable(engine: Engine) -> Iterator[None]:
+    try:
+        yield
+    except OperationalError as e:
+        url = engine.url.render_as_string(hide_password=True)
+        raise Unavailable(f"cannot reach the database at {url}: {first_line(e)}") from e
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    command.upgrade(alembic_config(engine), revision)
+    with _reachable(engine):
+        command.upgrade(alembic_config(engine), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
+    with _reachable(engine):
+        command.downgrade(alembic_config(engine), revision)
 
 
 def head_revision() -> str:
@@ -46,7 +61,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
-    with engine.connect() as connection:
+    with _reachable(engine), engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
 

@@ -54,8 +54,9 @@ class PolicyStore:
             if row is not None and row.deleted_at is None:
                 raise AlreadyExists(f"policy {namespace}/{name} already exists")
             if row is None:
-                row = PolicyRow(namespace=namespace, name=name, version=0, created_at=now)
+                row = PolicyRow(namespace=namespace, name=name, version=0)
                 session.add(row)
+            row.created_at = now
             return _write_version(session, row, policy, ChangeKind.CREATE, author, comment, now)
 
     def change(
@@ -74,6 +75,7 @@ class PolicyStore:
 
         ``expected_version`` (from If-Match or metadata.resourceVersion) must match the
         current version when given. ``update_policy`` may raise; then nothing is written.
+        A change that leaves the document as it is writes nothing either, as in Kubernetes.
         """
         with self._db.transaction(write=True) as session:
             row = _live_row(session, namespace, name, lock=True)
@@ -81,6 +83,8 @@ class PolicyStore:
             policy = update_policy(_stored(row))
             if policy.key != (namespace, name):
                 raise Conflict("metadata.name and metadata.namespace cannot be changed")
+            if policy.document() == row.document:
+                return _stored(row)
             return _write_version(session, row, policy, kind, author, comment, now)
 
     def apply(

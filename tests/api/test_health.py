@@ -41,3 +41,15 @@ def test_readyz_is_503_when_the_database_is_gone(settings: Settings) -> None:
 
     assert response.status_code == 503
     assert response.json()["code"] == "Unavailable"
+
+
+def test_data_routes_are_503_when_the_schema_is_gone(settings: Settings, tmp_path: Path) -> None:
+    db = Database(create_db_engine(f"sqlite:///{tmp_path / 'y.db'}"))
+    migrate.upgrade(db.engine)
+    with TestClient(build_app(settings, db), raise_server_exceptions=False) as client:
+        migrate.downgrade(db.engine, "base")
+
+        response = client.get("/v1/policies", headers={"Authorization": "Bearer tok-viewer"})
+
+    assert response.status_code == 503
+    assert "pdscaler db upgrade" in response.json()["message"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import yaml
 from fastapi.testclient import TestClient
 
+from pdscaler.control.clock import FakeClock
 from tests.conftest import auth
 from tests.factories import policy_doc
 
@@ -72,7 +73,7 @@ def test_replace_with_stale_etag_is_409_and_changes_nothing(client: TestClient) 
 
 def test_stale_resource_version_in_the_body_is_409(client: TestClient) -> None:
     _create(client)
-    client.put(URL, json=policy_doc(), headers=EDITOR)
+    client.put(URL, json=policy_doc({"spec": {"coldStartSeconds": 60}}), headers=EDITOR)
 
     stale = client.put(URL, json=policy_doc(resourceVersion="1"), headers=EDITOR)
 
@@ -216,3 +217,65 @@ def test_validate_reports_problems_without_saving(client: TestClient) -> None:
     assert invalid.json()["errors"][0]["field"] == "spec.decode.minReplicas"
     assert valid.json() == {"valid": True, "errors": []}
     assert client.get("/v1/policies", headers=EDITOR).json()["items"] == []
+
+
+def test_a_change_that_changes_nothing_writes_no_version(client: TestClient) -> None:
+    _create(client)
+    current = client.get(URL, headers=EDITOR).json()
+    document = {k: current[k] for k in ("apiVersion", "kind", "spec")}
+    document["metadata"] = {"name": "llama", "namespace": "inference"}
+
+    responses = [
+        client.put(URL, json=document, headers=EDITOR),
+        client.patch(URL, json={}, headers=EDITOR),
+        client.post(URL + "/pause", headers=EDITOR),
+        client.post(URL + "/pause", headers=EDITOR),
+    ]
+
+    assert [r.headers["ETag"] for r in responses] == ['"1"', '"1"', '"2"', '"2"']
+    versions = client.get(URL + "/versions", headers=EDITOR).json()["items"]
+    assert [v["change"] for v in versions] == ["create", "pause"]
+
+
+def test_patch_takes_resource_version_as_a_number_or_a_string(client: TestClient) -> None:
+    _create(client)
+
+    as_number = client.patch(
+        URL, json={"metadata": {"resourceVersion": 1}, "spec": {"coldStartSeconds": 61}},
+        headers=EDITOR,
+    )  # fmt: skip
+    stale = client.patch(
+        URL, json={"metadata": {"resourceVersion": "1"}, "spec": {"coldStartSeconds": 62}},
+        headers=EDITOR,
+    )  # fmt: skip
+
+    assert as_number.status_code == 200
+    assert "resourceVersion" not in client.get(URL + "/versions/2", headers=EDITOR).json()[
+        "document"]["metadata"]  # fmt: skip
+    assert stale.status_code == 409
+
+
+def test_pause_and_resume_honour_if_match(client: TestClient) -> None:
+    _create(client)
+    client.patch(URL, json={"spec": {"coldStartSeconds": 61}}, headers=EDITOR)
+
+    stale_pause = client.post(URL + "/pause", headers={**EDITOR, "If-Match": '"1"'})
+    paused = client.post(URL + "/pause", headers={**EDITOR, "If-Match": '"2"'})
+    stale_resume = client.post(URL + "/resume", headers={**EDITOR, "If-Match": '"2"'})
+
+    assert (stale_pause.status_code, paused.status_code, stale_resume.status_code) == (
+        409,
+        200,
+        409,
+    )
+
+
+def test_recreated_policy_has_a_new_creation_time(client: TestClient, clock: FakeClock) -> None:
+    _create(client)
+    client.delete(URL, headers=auth("admin"))
+    clock.advance(3600)
+
+    _create(client)
+
+    created = client.get(URL, headers=EDITOR).json()["metadata"]["creationTimestamp"]
+    assert created.startswith("2026-03-01T13:00:00")

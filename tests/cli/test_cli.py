@@ -167,3 +167,24 @@ def test_module_entry_point_runs() -> None:
     )
 
     assert result.stdout.startswith("pdscaler ")
+
+
+def test_a_policy_defined_twice_is_invalid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(POLICIES / "vllm-deployments.yaml", tmp_path / "a.yaml")
+    shutil.copy(POLICIES / "vllm-deployments.yaml", tmp_path / "b.yaml")
+
+    assert main(["policy", "validate", "-f", str(tmp_path)]) == 1
+    assert "inference/llama-8b is already defined in" in capsys.readouterr().out
+
+
+def test_unreachable_database_is_a_message_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PDSCALER_DATABASE__URL", "postgresql+psycopg://nobody@127.0.0.1:1/x")
+    monkeypatch.setenv("PDSCALER_DATABASE__CONNECT_TIMEOUT", "1")
+
+    assert main(["db", "upgrade"]) == 1
+    assert main(["serve"]) == 1
+    assert capsys.readouterr().err.count("cannot reach the database") == 2

@@ -156,3 +156,13 @@ def test_behavior_fields_left_out_take_hpa_defaults_one_by_one() -> None:
     assert down.select_policy is SelectPolicy.MIN
     assert down.stabilization_window_seconds == 300
     assert down.policies == DEFAULT_SCALE_DOWN.policies
+
+
+def test_documents_use_camel_case_names_only() -> None:
+    doc = policy_doc()
+    doc["spec"]["cold_start_seconds"] = doc["spec"].pop("coldStartSeconds")
+
+    with pytest.raises(InvalidInput) as raised:
+        parse_policy(doc)
+
+    assert raised.value.errors[0].field == "spec.cold_start_seconds"
