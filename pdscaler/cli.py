@@ -268,7 +268,9 @@ def _decisions_tail(args: argparse.Namespace) -> int:
     return 0
 
 
-def _all_since(client: PdscalerClient, where: dict[str, str], since: str | None) -> list[dict[str, Any]]:
+def _all_since(
+    client: PdscalerClient, where: dict[str, str], since: str | None
+) -> list[dict[str, Any]]:
     """Every decision at or after ``since``, newest first."""
     params: dict[str, Any] = {**where, "limit": 1000, **({"since": since} if since else {})}
     found: list[dict[str, Any]] = []
