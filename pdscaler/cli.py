@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pdscaler import __version__
 from pdscaler.config import Role, Settings, SettingsError, load_settings
-from pdscaler.domain.errors import PdscalerError
+from pdscaler.domain.errors import AlreadyExists, PdscalerError
 
 if TYPE_CHECKING:
     from pdscaler.client import PdscalerClient
@@ -134,8 +134,12 @@ def _demo(args: argparse.Namespace) -> int:
         if item.policy is None:
             log.warning("skipping %s: %s", item.where, item.errors[0].message)
             continue
-        _, outcome = store.apply(item.policy, author="demo", comment="example", now=clock.now())
-        log.info("policy %s/%s %s", *item.policy.key, outcome)
+        # Examples are created once; what was changed over the API since is left alone.
+        try:
+            store.create(item.policy, author="demo", comment="example", now=clock.now())
+            log.info("policy %s/%s created", *item.policy.key)
+        except AlreadyExists:
+            log.info("policy %s/%s exists, left as it is", *item.policy.key)
     base = f"http://{settings.api.host}:{settings.api.port}"
     print(f"\npdscaler demo on {settings.database_url}\n  API docs:  {base}/docs")
     print(f"  policies:  curl {base}/v1/policies")
