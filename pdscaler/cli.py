@@ -81,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--interval", type=float, default=2.0, help="seconds between polls")
     tail.set_defaults(command=_decisions_tail)
 
+    tick = sub.add_parser("tick", help="run the control loop's tick")
+    tick.add_argument("--once", action="store_true", required=True, help="one tick, then exit")
+    tick.set_defaults(command=_tick)
+
+    explain = sub.add_parser("explain", help="why a policy's pools have their size")
+    explain.add_argument("policy", metavar="NAMESPACE/NAME")
+    explain.add_argument("--api", default="http://127.0.0.1:8080", help="pdscaler API URL")
+    explain.add_argument("--token", default=os.environ.get("PDSCALER_TOKEN"), help="bearer token")
+    explain.set_defaults(command=_explain)
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(required=True)
     new = token.add_parser("new", help="make a token and print its settings entry")
     new.add_argument("--name", required=True)
@@ -101,8 +111,58 @@ def _serve(_args: argparse.Namespace) -> int:
     from pdscaler import wiring
 
     settings = _settings()
+    runtime = wiring.build_runtime(settings, wiring.build_database(settings))
+    if runtime.loop is not None:
+        runtime.loop.start()
+    try:
+        _run(settings, runtime.app)
+    finally:
+        if runtime.loop is not None:
+            runtime.loop.stop()
+    return 0
+
+
+def _tick(_args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+    from pdscaler.control.clock import SystemClock
+    from pdscaler.domain.explain import explain
+    from pdscaler.store import migrate
+    from pdscaler.store.decisions import DecisionFilter, DecisionStore
+    from pdscaler.store.policies import PolicyStore
+
+    settings = _settings()
     db = wiring.build_database(settings)
-    _run(settings, wiring.build_app(settings, db))
+    migrate.require_head(db.engine)
+    decisions = DecisionStore(db)
+    controller = wiring.build_controller(
+        settings, PolicyStore(db), decisions, SystemClock(), wiring.build_backends(settings)
+    )
+    controller.restore()
+    report = controller.tick()
+    print(
+        f"{report.policies} policies, {report.decisions} decisions, {report.writes} writes, "
+        f"{report.failures} failures" + ("" if report.audited else ", AUDIT FAILED")
+    )
+    page, _ = decisions.page(DecisionFilter(since=report.at), limit=1000)
+    for decision in reversed(page):
+        r = decision.record
+        print(f"{r.policy_namespace}/{r.policy_name}")
+        print("\n".join(explain(r, decision.id)))
+    return 0 if report.audited else 1
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from pdscaler.client import PdscalerClient
+
+    namespace, _, name = args.policy.partition("/")
+    if not name:
+        namespace, name = "default", namespace
+    body = PdscalerClient(args.api, args.token).explain(namespace, name)
+    print(f"{namespace}/{name} at version {body['version']}")
+    for pool in body["pools"]:
+        print(pool["text"])
+    if not body["pools"]:
+        print("no decisions yet")
     return 0
 
 

@@ -58,6 +58,9 @@ class PdscalerClient:
         )
         return "updated"
 
+    def explain(self, namespace: str, name: str) -> dict[str, Any]:
+        return self._check(self._send("GET", f"/v1/policies/{namespace}/{name}/explain"))
+
     def decisions(self, params: dict[str, Any]) -> dict[str, Any]:
         return self._check(self._send("GET", "/v1/decisions", params=params))
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import typing
 from collections.abc import Mapping
 from datetime import timedelta
@@ -129,8 +130,20 @@ class KubernetesSettings(_Group):
 
 
 class LoopSettings(_Group):
-    enabled: bool = Field(default=True, description="Run the control loop in this process.")
-    interval: Duration = Field(default=timedelta(seconds=15), description="Time between two ticks.")
+    enabled: bool = Field(
+        default=False,
+        description="Run the control loop in this process (needs a metrics source and an "
+        "actuator).",
+    )
+    interval: Duration = Field(default=timedelta(seconds=5), description="Time between two ticks.")
+    max_sample_age: Duration = Field(
+        default=timedelta(seconds=60),
+        description="A sample older than this is stale and never used to scale.",
+    )
+    identity: str = Field(
+        default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname(),
+        description="This replica's name in the audit log (the pod name in a cluster).",
+    )
 
     @field_validator("interval")
     @classmethod

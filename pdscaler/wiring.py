@@ -1,6 +1,8 @@
-"""The one place that builds clients, stores and the app from Settings."""
+"""The one place that builds clients, stores, the control loop and the app from Settings."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from fastapi import FastAPI
 
@@ -8,13 +10,33 @@ from pdscaler.api.app import create_app
 from pdscaler.api.auth import TokenRegistry
 from pdscaler.api.context import Services
 from pdscaler.api.cursor import CursorCodec
-from pdscaler.config import Settings
+from pdscaler.config import Settings, SettingsError
 from pdscaler.control.clock import SystemClock
+from pdscaler.control.controller import Controller, ControllerConfig
+from pdscaler.control.ports import Actuator, MetricsSource
+from pdscaler.control.scheduler import Loop
 from pdscaler.domain.clock import Clock
+from pdscaler.domain.profile import PerfProfile
+from pdscaler.forecast.baselines import LastValue
+from pdscaler.profiles import DEFAULT_PROFILE, load_profile
 from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.policies import PolicyStore
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The outside systems the control loop reads from and writes to."""
+
+    metrics: MetricsSource
+    actuator: Actuator
+
+
+@dataclass(frozen=True)
+class Runtime:
+    app: FastAPI
+    loop: Loop | None
 
 
 def build_database(settings: Settings) -> Database:
@@ -30,26 +52,93 @@ def build_database(settings: Settings) -> Database:
     )
 
 
-def build_services(settings: Settings, db: Database, clock: Clock | None = None) -> Services:
+def build_backends(settings: Settings) -> Backends:
+    """The production metrics source and actuator named by the settings."""
+    raise SettingsError(
+        "PDSCALER_LOOP__ENABLED: this release has no production metrics source or actuator "
+        "yet (Prometheus and Kubernetes come next); run the loop from code with your own "
+        "Backends, or leave the loop disabled"
+    )
+
+
+def build_controller(
+    settings: Settings,
+    policies: PolicyStore,
+    decisions: DecisionStore,
+    clock: Clock,
+    backends: Backends,
+) -> Controller:
+    config = ControllerConfig(
+        interval=settings.loop.interval,
+        max_sample_age_s=settings.loop.max_sample_age.total_seconds(),
+        identity=settings.loop.identity,
+        profile_for=_profile,
+    )
+    return Controller(
+        policies=policies,
+        decisions=decisions,
+        metrics=backends.metrics,
+        actuator=backends.actuator,
+        forecaster=LastValue(),
+        clock=clock,
+        config=config,
+    )
+
+
+def build_runtime(
+    settings: Settings,
+    db: Database,
+    clock: Clock | None = None,
+    backends: Backends | None = None,
+) -> Runtime:
+    """The API, and the control loop when enabled. Raises SchemaOutOfDate unless at head."""
+    migrate.require_head(db.engine)
+    clock = clock or SystemClock()
+    policies, decisions = PolicyStore(db), DecisionStore(db)
+    loop = None
+    if settings.loop.enabled:
+        controller = build_controller(
+            settings, policies, decisions, clock, backends or build_backends(settings)
+        )
+        loop = Loop(controller, settings.loop.interval, clock)
+    services = build_services(settings, db, clock, policies, decisions, loop)
+    return Runtime(create_app(services, max_body_bytes=settings.api.max_body_bytes), loop)
+
+
+def build_app(settings: Settings, db: Database, clock: Clock | None = None) -> FastAPI:
+    return build_runtime(settings, db, clock).app
+
+
+def build_services(
+    settings: Settings,
+    db: Database,
+    clock: Clock | None = None,
+    policies: PolicyStore | None = None,
+    decisions: DecisionStore | None = None,
+    loop: Loop | None = None,
+) -> Services:
     def check_schema() -> str:
         db.ping()
         migrate.require_head(db.engine)
         return migrate.head_revision()
 
+    def loop_problem() -> str | None:
+        if loop is None:
+            return None
+        health = loop.health()
+        return None if health.healthy else health.message
+
     return Services(
         db=db,
-        policies=PolicyStore(db),
-        decisions=DecisionStore(db),
+        policies=policies or PolicyStore(db),
+        decisions=decisions or DecisionStore(db),
         tokens=TokenRegistry(settings.api.tokens, anonymous_reads=settings.api.anonymous_reads),
         cursors=CursorCodec(settings.api.cursor_secret.get_secret_value().encode()),
         clock=clock or SystemClock(),
         check_schema=check_schema,
+        loop_problem=loop_problem,
     )
 
 
-def build_app(settings: Settings, db: Database, clock: Clock | None = None) -> FastAPI:
-    """The API over ``db``. Raises SchemaOutOfDate unless the schema is at head."""
-    migrate.require_head(db.engine)
-    return create_app(
-        build_services(settings, db, clock), max_body_bytes=settings.api.max_body_bytes
-    )
+def _profile(ref: str | None) -> PerfProfile | None:
+    return load_profile(ref or DEFAULT_PROFILE)

@@ -18,7 +18,8 @@ def test_defaults_use_an_sqlite_file_in_the_data_directory(
     settings = load_settings()
 
     assert settings.database_url == f"sqlite:///{tmp_path / 'pdscaler.db'}"
-    assert settings.loop.interval == timedelta(seconds=15)
+    assert settings.loop.interval == timedelta(seconds=5)
+    assert settings.loop.enabled is False
     assert settings.api.port == 8080
     assert settings.api.anonymous_reads is False
 

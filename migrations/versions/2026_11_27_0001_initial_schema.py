@@ -74,7 +74,7 @@ def upgrade() -> None:
         sa.Column("ready_replicas", sa.Integer(), nullable=True),
         sa.Column("pending_replicas", sa.Integer(), nullable=True),
         sa.Column("raw_recommendation", sa.Integer(), nullable=True),
-        sa.Column("desired_replicas", sa.Integer(), nullable=False),
+        sa.Column("desired_replicas", sa.Integer(), nullable=True),
         sa.Column("steps", Json, nullable=False),
         sa.Column("signals", Json, nullable=False),
         sa.Column("forecast", Json, nullable=True),

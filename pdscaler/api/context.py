@@ -27,6 +27,7 @@ class Services:
     cursors: CursorCodec
     clock: Clock
     check_schema: Callable[[], str]  # returns the schema revision, raises if not at head
+    loop_problem: Callable[[], str | None] = lambda: None  # why the control loop is unhealthy
 
 
 def services(request: Request) -> Services:

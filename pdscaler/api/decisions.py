@@ -113,8 +113,11 @@ def document(d: DecisionText) -> dict[str, Any]:
         "policyName": d.policy_name,
         "policyVersion": d.policy_version,
         "role": d.role,
-        "target": {"apiVersion": d.target_api_version, "kind": d.target_kind,
-                   "name": d.target_name},
+        "target": {
+            "apiVersion": d.target_api_version,
+            "kind": d.target_kind,
+            "name": d.target_name,
+        },
         "mode": d.mode,
         "action": d.action,
         "status": d.status,
@@ -130,14 +133,29 @@ def document(d: DecisionText) -> dict[str, Any]:
         "resourceVersionRead": d.resource_version_read,
         "resourceVersionWritten": d.resource_version_written,
         "leaderIdentity": d.leader_identity,
-    }  # fmt: skip
+    }
 
 
 CSV_COLUMNS = (
-    "id", "decidedAt", "policyNamespace", "policyName", "policyVersion", "role", "targetKind",
-    "targetName", "mode", "action", "status", "currentReplicas", "readyReplicas",
-    "pendingReplicas", "rawRecommendation", "desiredReplicas", "steps", "error",
-)  # fmt: skip
+    "id",
+    "decidedAt",
+    "policyNamespace",
+    "policyName",
+    "policyVersion",
+    "role",
+    "targetKind",
+    "targetName",
+    "mode",
+    "action",
+    "status",
+    "currentReplicas",
+    "readyReplicas",
+    "pendingReplicas",
+    "rawRecommendation",
+    "desiredReplicas",
+    "steps",
+    "error",
+)
 
 
 def _csv_lines(rows: Iterator[DecisionText]) -> Iterator[str]:
@@ -148,12 +166,28 @@ def _csv_lines(rows: Iterator[DecisionText]) -> Iterator[str]:
         steps = " > ".join(
             f"{s['name']}={s['value']}({s['reason']})" for s in json.loads(d.steps_json)
         )
-        writer.writerow((
-            d.id, d.decided_at.isoformat(), d.policy_namespace, d.policy_name, d.policy_version,
-            d.role, d.target_kind, d.target_name, d.mode, d.action, d.status, d.current_replicas,
-            d.ready_replicas, d.pending_replicas, d.raw_recommendation, d.desired_replicas, steps,
-            d.error or "",
-        ))  # fmt: skip
+        writer.writerow(
+            (
+                d.id,
+                d.decided_at.isoformat(),
+                d.policy_namespace,
+                d.policy_name,
+                d.policy_version,
+                d.role,
+                d.target_kind,
+                d.target_name,
+                d.mode,
+                d.action,
+                d.status,
+                d.current_replicas,
+                d.ready_replicas,
+                d.pending_replicas,
+                d.raw_recommendation,
+                d.desired_replicas,
+                steps,
+                d.error or "",
+            )
+        )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from pdscaler.api.context import Svc
 from pdscaler.api.schemas import ErrorOut, Health, Readiness
+from pdscaler.domain.errors import Unavailable
 
 router = APIRouter(tags=["health"])
 
@@ -18,5 +19,10 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorOut}})
 def readyz(svc: Svc) -> Readiness:
-    """The database answers and its schema is at this build's migration head."""
-    return Readiness(status="ready", schema_revision=svc.check_schema())
+    """The database answers, its schema is at this build's migration head, and the control
+    loop (where this process runs one) has ticked within the last three intervals."""
+    revision = svc.check_schema()
+    problem = svc.loop_problem()
+    if problem is not None:
+        raise Unavailable(f"control loop: {problem}")
+    return Readiness(status="ready", schema_revision=revision)

@@ -114,10 +114,15 @@ async def replace_policy(
     policy = parse_policy(parse_document(await request.body(), request.headers.get("content-type")))
     _require_same_key(policy, namespace, name)
     stored = svc.policies.change(
-        namespace, name, ChangeKind.UPDATE, lambda _current: policy,
+        namespace,
+        name,
+        ChangeKind.UPDATE,
+        lambda _current: policy,
         expected_version=_expected_version(if_match, policy.metadata.resource_version),
-        author=who.name, comment=comment, now=svc.clock.now(),
-    )  # fmt: skip
+        author=who.name,
+        comment=comment,
+        now=svc.clock.now(),
+    )
     return _policy_response(stored)
 
 
@@ -151,10 +156,15 @@ async def patch_policy(
         return policy
 
     stored = svc.policies.change(
-        namespace, name, ChangeKind.PATCH, patched,
+        namespace,
+        name,
+        ChangeKind.PATCH,
+        patched,
         expected_version=_expected_version(if_match, body_version),
-        author=who.name, comment=comment, now=svc.clock.now(),
-    )  # fmt: skip
+        author=who.name,
+        comment=comment,
+        now=svc.clock.now(),
+    )
     return _policy_response(stored)
 
 
@@ -168,9 +178,13 @@ def delete_policy(
     comment: Comment = "",
 ) -> Response:
     svc.policies.delete(
-        namespace, name, expected_version=_expected_version(if_match, None),
-        author=who.name, comment=comment, now=svc.clock.now(),
-    )  # fmt: skip
+        namespace,
+        name,
+        expected_version=_expected_version(if_match, None),
+        author=who.name,
+        comment=comment,
+        now=svc.clock.now(),
+    )
     return Response(status_code=204)
 
 
@@ -228,10 +242,15 @@ def rollback_policy(
     policy = parse_policy(target.document)
     comment = body.comment or f"rollback to version {body.version}"
     stored = svc.policies.change(
-        namespace, name, ChangeKind.ROLLBACK, lambda _current: policy,
+        namespace,
+        name,
+        ChangeKind.ROLLBACK,
+        lambda _current: policy,
         expected_version=_expected_version(if_match, None),
-        author=who.name, comment=comment, now=svc.clock.now(),
-    )  # fmt: skip
+        author=who.name,
+        comment=comment,
+        now=svc.clock.now(),
+    )
     return _policy_response(stored)
 
 
@@ -246,10 +265,15 @@ def pause_policy(
 ) -> JSONResponse:
     """Stop deciding and acting for this policy; its targets keep their current size."""
     stored = svc.policies.change(
-        namespace, name, ChangeKind.PAUSE, lambda current: current.policy.with_mode(Mode.PAUSED),
-        expected_version=_expected_version(if_match, None), author=who.name,
-        comment=(body or ChangeIn()).comment, now=svc.clock.now(),
-    )  # fmt: skip
+        namespace,
+        name,
+        ChangeKind.PAUSE,
+        lambda current: current.policy.with_mode(Mode.PAUSED),
+        expected_version=_expected_version(if_match, None),
+        author=who.name,
+        comment=(body or ChangeIn()).comment,
+        now=svc.clock.now(),
+    )
     return _policy_response(stored)
 
 
@@ -271,10 +295,15 @@ def resume_policy(
     if expected is not None and expected != history[-1].version:
         raise Conflict(f"policy {namespace}/{name} is at version {history[-1].version}")
     stored = svc.policies.change(
-        namespace, name, ChangeKind.RESUME, lambda current: current.policy.with_mode(resumed),
-        expected_version=history[-1].version, author=who.name,
-        comment=(body or ChangeIn()).comment, now=svc.clock.now(),
-    )  # fmt: skip
+        namespace,
+        name,
+        ChangeKind.RESUME,
+        lambda current: current.policy.with_mode(resumed),
+        expected_version=history[-1].version,
+        author=who.name,
+        comment=(body or ChangeIn()).comment,
+        now=svc.clock.now(),
+    )
     return _policy_response(stored)
 
 

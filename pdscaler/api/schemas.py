@@ -167,7 +167,7 @@ class DecisionOut(Schema):
     ready_replicas: int | None
     pending_replicas: int | None
     raw_recommendation: int | None
-    desired_replicas: int
+    desired_replicas: int | None
     steps: list[StepOut]
     signals: dict[str, Any]
     forecast: dict[str, Any] | None
@@ -180,6 +180,24 @@ class DecisionOut(Schema):
 class DecisionPage(Schema):
     items: list[DecisionOut]
     next_cursor: str | None
+
+
+class PoolExplainOut(Schema):
+    role: Role
+    decision_id: int
+    decided_at: datetime
+    status: DecisionStatus
+    current_replicas: int | None
+    desired_replicas: int | None
+    steps: list[StepOut]
+    text: str
+
+
+class ExplainOut(Schema):
+    namespace: str
+    name: str
+    version: int
+    pools: list[PoolExplainOut]
 
 
 class Health(Schema):

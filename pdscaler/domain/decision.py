@@ -25,8 +25,10 @@ class Action(StrEnum):
     NONE = "none"
 
     @classmethod
-    def between(cls, current_replicas: int | None, desired_replicas: int) -> Action:
-        if current_replicas is None or desired_replicas == current_replicas:
+    def between(cls, current_replicas: int | None, desired_replicas: int | None) -> Action:
+        if current_replicas is None or desired_replicas is None:
+            return cls.NONE
+        if desired_replicas == current_replicas:
             return cls.NONE
         return cls.SCALE_UP if desired_replicas > current_replicas else cls.SCALE_DOWN
 
@@ -58,7 +60,7 @@ class DecisionRecord:
     role: Role
     target: TargetRef
     mode: Mode
-    desired_replicas: int
+    desired_replicas: int | None  # None when no decision could be made (target unreadable)
     current_replicas: int | None = None
     ready_replicas: int | None = None
     pending_replicas: int | None = None

@@ -181,6 +181,16 @@ def effective_rules(given: HPAScalingRules | None, default: HPAScalingRules) -> 
     )
 
 
+class Fallback(_Model):
+    """What to do after metrics have failed for ``failureThreshold`` ticks in a row.
+
+    The pool goes to ``replicas``, but only upwards: missing metrics never scale down.
+    """
+
+    failure_threshold: Annotated[int, Field(ge=1, le=100)] = 3
+    replicas: Annotated[int, Field(ge=0, le=10_000)]
+
+
 class PoolSpec(_Model):
     scale_target_ref: ScaleTargetRef
     min_replicas: Annotated[int, Field(ge=0, le=10_000)] = 1
@@ -188,6 +198,7 @@ class PoolSpec(_Model):
     gpus_per_replica: Annotated[int, Field(ge=1, le=1024)] = 1
     metrics: Annotated[list[MetricSpec], Field(min_length=1, max_length=16)]
     behavior: Behavior | None = None
+    fallback: Fallback | None = None
 
     @property
     def scale_up_rules(self) -> HPAScalingRules:
@@ -203,6 +214,8 @@ class PoolSpec(_Model):
 class Slo(_Model):
     ttft_ms: Annotated[float, Field(gt=0, le=600_000)] | None = None
     itl_ms: Annotated[float, Field(gt=0, le=60_000)] | None = None
+    # Above the SLO a pool never scales down; above SLO x (1 + guardMargin) it scales up.
+    guard_margin: Annotated[float, Field(ge=0, le=10)] = 0.2
 
 
 class RatioBand(_Model):
@@ -212,9 +225,35 @@ class RatioBand(_Model):
     max: Annotated[float, Field(gt=0, le=1000)]
 
 
+class BudgetPriority(StrEnum):
+    """Who gets GPUs first when the budget cannot cover both pools' increases."""
+
+    PROPORTIONAL = "proportional"  # both increases are cut by the same share
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
 class Coordination(_Model):
     prefill_to_decode_ratio: RatioBand | None = None
     gpu_budget: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    priority: BudgetPriority = BudgetPriority.PROPORTIONAL
+
+
+class DirectionPause(_Model):
+    """Pause one direction only, as KEDA's paused-scale-in / paused-scale-out do."""
+
+    scale_up: bool = False
+    scale_down: bool = False
+
+
+class ExternalChangeAction(StrEnum):
+    RESPECT = "respect"  # hold the size someone else set, for respectSeconds
+    RECONCILE = "reconcile"  # decide as usual, which may set it back
+
+
+class ExternalChanges(_Model):
+    action: ExternalChangeAction = ExternalChangeAction.RESPECT
+    respect_seconds: Annotated[int, Field(ge=0, le=86_400)] = 600
 
 
 class ForecastModel(StrEnum):
@@ -241,6 +280,8 @@ class PolicySpec(_Model):
     decode: PoolSpec
     coordination: Coordination = Field(default_factory=Coordination)
     forecast: ForecastSpec = Field(default_factory=ForecastSpec)
+    pause: DirectionPause = Field(default_factory=DirectionPause)
+    external_changes: ExternalChanges = Field(default_factory=ExternalChanges)
 
     def pool(self, role: Role) -> PoolSpec:
         return self.prefill if role is Role.PREFILL else self.decode

@@ -7,12 +7,13 @@ same on the millionth row as on the first.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Text, cast, select, tuple_, update
+from sqlalchemy import Select, Text, cast, insert, select, tuple_, update
+from sqlalchemy.orm import Session
 
 from pdscaler.domain.decision import (
     Action,
@@ -31,16 +32,33 @@ Position = tuple[datetime, int]
 # The columns of a decision as the read path serves them: JSON columns come back as their
 # JSON text, so that a page is passed through without being decoded and encoded again.
 _VIEW_COLUMNS = (
-    DecisionRow.id, DecisionRow.tick_id, DecisionRow.decided_at, DecisionRow.updated_at,
-    DecisionRow.policy_namespace, DecisionRow.policy_name, DecisionRow.policy_version,
-    DecisionRow.role, DecisionRow.target_api_version, DecisionRow.target_kind,
-    DecisionRow.target_name, DecisionRow.mode, DecisionRow.action, DecisionRow.status,
-    DecisionRow.current_replicas, DecisionRow.ready_replicas, DecisionRow.pending_replicas,
-    DecisionRow.raw_recommendation, DecisionRow.desired_replicas,
-    cast(DecisionRow.steps, Text), cast(DecisionRow.signals, Text),
-    cast(DecisionRow.forecast, Text), DecisionRow.error, DecisionRow.resource_version_read,
-    DecisionRow.resource_version_written, DecisionRow.leader_identity,
-)  # fmt: skip
+    DecisionRow.id,
+    DecisionRow.tick_id,
+    DecisionRow.decided_at,
+    DecisionRow.updated_at,
+    DecisionRow.policy_namespace,
+    DecisionRow.policy_name,
+    DecisionRow.policy_version,
+    DecisionRow.role,
+    DecisionRow.target_api_version,
+    DecisionRow.target_kind,
+    DecisionRow.target_name,
+    DecisionRow.mode,
+    DecisionRow.action,
+    DecisionRow.status,
+    DecisionRow.current_replicas,
+    DecisionRow.ready_replicas,
+    DecisionRow.pending_replicas,
+    DecisionRow.raw_recommendation,
+    DecisionRow.desired_replicas,
+    cast(DecisionRow.steps, Text),
+    cast(DecisionRow.signals, Text),
+    cast(DecisionRow.forecast, Text),
+    DecisionRow.error,
+    DecisionRow.resource_version_read,
+    DecisionRow.resource_version_written,
+    DecisionRow.leader_identity,
+)
 
 
 @dataclass(frozen=True)
@@ -76,7 +94,7 @@ class DecisionText:
     ready_replicas: int | None
     pending_replicas: int | None
     raw_recommendation: int | None
-    desired_replicas: int
+    desired_replicas: int | None
     steps_json: str
     signals_json: str
     forecast_json: str | None
@@ -88,6 +106,26 @@ class DecisionText:
     @property
     def position(self) -> Position:
         return (self.decided_at, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    decision_id: int
+    status: DecisionStatus
+    error: str | None = None
+    resource_version_written: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    decided_at: datetime
+    policy_namespace: str
+    policy_name: str
+    role: str
+    status: str
+    current_replicas: int | None
+    desired_replicas: int | None
+    raw_recommendation: int | None
 
 
 @dataclass(frozen=True)
@@ -123,6 +161,62 @@ class DecisionStore:
             session.add(row)
             session.flush()
             return row.id
+
+    def record_many(self, decisions: Sequence[DecisionRecord]) -> list[int]:
+        """Write many decisions in one transaction (all or none); their ids, in order."""
+        if not decisions:
+            return []
+        keys = {(d.policy_namespace, d.policy_name) for d in decisions}
+        with self._db.transaction(write=True) as session:
+            ids = _policy_ids(session, keys)
+            missing = keys - ids.keys()
+            if missing:
+                raise NotFound(f"policies not found: {sorted(missing)}")
+            rows = [_values(d, ids[(d.policy_namespace, d.policy_name)]) for d in decisions]
+            result = session.execute(
+                insert(DecisionRow).returning(DecisionRow.id, sort_by_parameter_order=True), rows
+            )
+            return list(result.scalars())
+
+    def finish_many(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
+        """Record the outcomes of acting on many decisions, in one transaction."""
+        if not outcomes:
+            return
+        with self._db.transaction(write=True) as session:
+            session.execute(
+                update(DecisionRow),
+                [
+                    {
+                        "id": o.decision_id,
+                        "status": o.status.value,
+                        "error": o.error,
+                        "resource_version_written": o.resource_version_written,
+                        "updated_at": now,
+                    }
+                    for o in outcomes
+                ],
+            )
+
+    def recent(self, since: datetime) -> list[HistoryRow]:
+        """What rebuilding the engine's history needs, oldest first: a few columns per row."""
+        columns = (
+            DecisionRow.decided_at,
+            DecisionRow.policy_namespace,
+            DecisionRow.policy_name,
+            DecisionRow.role,
+            DecisionRow.status,
+            DecisionRow.current_replicas,
+            DecisionRow.desired_replicas,
+            DecisionRow.raw_recommendation,
+        )
+        query = (
+            select(*columns)
+            .where(DecisionRow.decided_at >= since)
+            .order_by(DecisionRow.decided_at, DecisionRow.id)
+        )
+        with self._db.transaction() as session:
+            rows: list[tuple[Any, ...]] = [tuple(row) for row in session.execute(query)]
+        return [HistoryRow(*row) for row in rows]
 
     def finish(
         self,
@@ -227,34 +321,47 @@ def _filtered(query: Q, where: DecisionFilter) -> Q:
     return query
 
 
-def to_row(decision: DecisionRecord, policy_id: int) -> DecisionRow:
-    return DecisionRow(
-        tick_id=decision.tick_id,
-        decided_at=decision.decided_at,
-        policy_id=policy_id,
-        policy_namespace=decision.policy_namespace,
-        policy_name=decision.policy_name,
-        policy_version=decision.policy_version,
-        role=decision.role.value,
-        target_api_version=decision.target.api_version,
-        target_kind=decision.target.kind,
-        target_name=decision.target.name,
-        mode=decision.mode.value,
-        action=decision.action.value,
-        status=decision.status.value,
-        current_replicas=decision.current_replicas,
-        ready_replicas=decision.ready_replicas,
-        pending_replicas=decision.pending_replicas,
-        raw_recommendation=decision.raw_recommendation,
-        desired_replicas=decision.desired_replicas,
-        steps=[asdict(step) for step in decision.steps],
-        signals=dict(decision.signals),
-        forecast=dict(decision.forecast) if decision.forecast is not None else None,
-        error=decision.error,
-        resource_version_read=decision.resource_version,
-        leader_identity=decision.leader_identity,
-        updated_at=decision.decided_at,
+def _policy_ids(session: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    namespaces = {namespace for namespace, _ in keys}
+    query = select(PolicyRow.namespace, PolicyRow.name, PolicyRow.id).where(
+        PolicyRow.namespace.in_(namespaces)
     )
+    return {(ns, name): pid for ns, name, pid in session.execute(query) if (ns, name) in keys}
+
+
+def _values(decision: DecisionRecord, policy_id: int) -> dict[str, Any]:
+    return {
+        "tick_id": decision.tick_id,
+        "decided_at": decision.decided_at,
+        "policy_id": policy_id,
+        "policy_namespace": decision.policy_namespace,
+        "policy_name": decision.policy_name,
+        "policy_version": decision.policy_version,
+        "role": decision.role.value,
+        "target_api_version": decision.target.api_version,
+        "target_kind": decision.target.kind,
+        "target_name": decision.target.name,
+        "mode": decision.mode.value,
+        "action": decision.action.value,
+        "status": decision.status.value,
+        "current_replicas": decision.current_replicas,
+        "ready_replicas": decision.ready_replicas,
+        "pending_replicas": decision.pending_replicas,
+        "raw_recommendation": decision.raw_recommendation,
+        "desired_replicas": decision.desired_replicas,
+        "steps": [asdict(step) for step in decision.steps],
+        "signals": dict(decision.signals),
+        "forecast": dict(decision.forecast) if decision.forecast is not None else None,
+        "error": decision.error,
+        "resource_version_read": decision.resource_version,
+        "resource_version_written": None,
+        "leader_identity": decision.leader_identity,
+        "updated_at": decision.decided_at,
+    }
+
+
+def to_row(decision: DecisionRecord, policy_id: int) -> DecisionRow:
+    return DecisionRow(**_values(decision, policy_id))
 
 
 def from_row(row: DecisionRow) -> StoredDecision:

@@ -127,7 +127,7 @@ class DecisionRow(Base):
     ready_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pending_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     raw_recommendation: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    desired_replicas: Mapped[int] = mapped_column(Integer)
+    desired_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     signals: Mapped[dict[str, Any]] = mapped_column(Json)
     forecast: Mapped[dict[str, Any] | None] = mapped_column(Json, nullable=True)

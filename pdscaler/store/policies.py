@@ -33,14 +33,25 @@ class ApplyOutcome(StrEnum):
 class PolicyStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._cache: dict[tuple[int, int], Policy] = {}
 
     def all(self, namespace: str | None = None) -> list[StoredPolicy]:
+        """Live policies in name order. Each version's document is parsed only once."""
         query = select(PolicyRow).where(PolicyRow.deleted_at.is_(None))
         if namespace is not None:
             query = query.where(PolicyRow.namespace == namespace)
         with self._db.transaction() as session:
             rows = session.scalars(query.order_by(PolicyRow.namespace, PolicyRow.name))
-            return [_stored(row) for row in rows]
+            return [_stored(row, self._parsed(row)) for row in rows]
+
+    def _parsed(self, row: PolicyRow) -> Policy:
+        key = (row.id, row.version)
+        policy = self._cache.get(key)
+        if policy is None:
+            if len(self._cache) > 100_000:  # versions pile up; start over rather than grow
+                self._cache.clear()
+            policy = self._cache[key] = Policy.model_validate(row.document)
+        return policy
 
     def get(self, namespace: str, name: str) -> StoredPolicy:
         with self._db.transaction() as session:
@@ -222,9 +233,9 @@ def _write_version(
     return _stored(row)
 
 
-def _stored(row: PolicyRow) -> StoredPolicy:
+def _stored(row: PolicyRow, policy: Policy | None = None) -> StoredPolicy:
     return StoredPolicy(
-        policy=Policy.model_validate(row.document),
+        policy=policy or Policy.model_validate(row.document),
         version=row.version,
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -1,0 +1,341 @@
+"""The control loop's tick: read, observe, forecast, decide, audit, act, record.
+
+No row, no action: every decision is written (``pending`` when it will act, ``skipped``
+otherwise) before any ``/scale`` write, and a tick whose audit write fails does not act.
+Policies are isolated from each other: a target that cannot be read is audited as a
+failed decision for that policy, and the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from pdscaler.control.ports import Actuator, Forecaster, MetricsSource
+from pdscaler.control.restore import rebuild
+from pdscaler.domain.clock import Clock
+from pdscaler.domain.decision import DecisionRecord, DecisionStatus, TargetRef
+from pdscaler.domain.errors import Conflict, PdscalerError
+from pdscaler.domain.policy import MetricType, Mode, Policy, Role
+from pdscaler.domain.profile import PerfProfile
+from pdscaler.domain.signals import (
+    PoolKey,
+    PoolQuery,
+    PoolSignals,
+    Quality,
+    ScaleState,
+    Signal,
+    SignalName,
+)
+from pdscaler.engine.decide import PairDecision, PoolDecision, PoolInput, decide
+from pdscaler.engine.history import PoolHistory
+from pdscaler.store.decisions import DecisionStore, Outcome
+from pdscaler.store.policies import PolicyStore
+
+log = logging.getLogger(__name__)
+
+# Signals forecast at the horizon and offered to the capacity model.
+FORECAST = (
+    SignalName.ARRIVAL_RATE,
+    SignalName.INPUT_TOKEN_RATE,
+    SignalName.OUTPUT_TOKEN_RATE,
+    SignalName.MEAN_INPUT_LENGTH,
+    SignalName.MEAN_OUTPUT_LENGTH,
+)
+# Long enough for any stabilization window or rate-policy period HPA allows.
+HISTORY_KEEP = timedelta(seconds=3600)
+
+
+@dataclass
+class TickReport:
+    at: datetime
+    policies: int = 0
+    decisions: int = 0
+    writes: int = 0
+    failures: int = 0
+    audited: bool = True
+
+
+@dataclass
+class _Planned:
+    """One pool's decision in a tick, on its way to the audit log and the target."""
+
+    policy: Policy
+    version: int
+    role: Role
+    record: DecisionRecord
+    decision: PoolDecision | None
+    state: ScaleState | None
+    act: bool
+    decision_id: int | None = None
+
+
+@dataclass
+class ControllerConfig:
+    interval: timedelta
+    max_sample_age_s: float
+    identity: str = "pdscaler"
+    profile_for: Callable[[str | None], PerfProfile | None] = field(default=lambda _: None)
+
+
+class Controller:
+    def __init__(
+        self,
+        *,
+        policies: PolicyStore,
+        decisions: DecisionStore,
+        metrics: MetricsSource,
+        actuator: Actuator,
+        forecaster: Forecaster,
+        clock: Clock,
+        config: ControllerConfig,
+        is_leader: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._policies = policies
+        self._decisions = decisions
+        self._metrics = metrics
+        self._actuator = actuator
+        self._forecaster = forecaster
+        self._clock = clock
+        self._config = config
+        self._is_leader = is_leader
+        self._history: dict[PoolKey, PoolHistory] = {}
+        self.last_tick: TickReport | None = None
+
+    def history(self, key: PoolKey) -> PoolHistory:
+        return self._history.get(key, PoolHistory())
+
+    def restore(self, now: datetime | None = None) -> int:
+        """Rebuild stabilization and rate-policy history from the decision log."""
+        self._history = rebuild(
+            self._decisions.recent((now or self._clock.now()) - HISTORY_KEEP), HISTORY_KEEP
+        )
+        return len(self._history)
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        now = now or self._clock.now()
+        report = TickReport(at=now)
+        policies = self._policies.all()
+        report.policies = len(policies)
+        states = {p.policy.key: self._read(p.policy) for p in policies}
+        observed = self._observe(
+            [
+                p.policy
+                for p in policies
+                if p.policy.spec.mode is not Mode.PAUSED
+                and not isinstance(states[p.policy.key], PdscalerError)
+            ],
+            now,
+        )
+        planned: list[_Planned] = []
+        for stored in policies:
+            planned += self._plan(
+                stored.policy, stored.version, states[stored.policy.key], observed, now
+            )
+        report.decisions = len(planned)
+        try:
+            ids = self._decisions.record_many([p.record for p in planned])
+        except PdscalerError as e:
+            log.error("audit write failed, not acting this tick: %s", e)
+            report.audited = False
+            self.last_tick = report
+            return report
+        for item, decision_id in zip(planned, ids, strict=True):
+            item.decision_id = decision_id
+        self._act(planned, now, report)
+        self.last_tick = report
+        return report
+
+    def _read(self, policy: Policy) -> dict[Role, ScaleState] | PdscalerError:
+        try:
+            return {
+                role: self._actuator.read_scale(
+                    policy.metadata.namespace, policy.spec.pool(role).scale_target_ref
+                )
+                for role in Role
+            }
+        except PdscalerError as e:
+            log.warning("policy %s/%s: cannot read its targets: %s", *policy.key, e)
+            return e
+        except Exception as e:  # an actuator bug must not stop the other policies
+            log.exception("policy %s/%s: reading its targets failed", *policy.key)
+            return PdscalerError(f"{type(e).__name__}: {e}")
+
+    def _observe(self, policies: Sequence[Policy], now: datetime) -> Mapping[PoolKey, PoolSignals]:
+        queries = [
+            PoolQuery(_key(p, role), p.spec.engine, p.spec.pool(role))
+            for p in policies
+            for role in Role
+        ]
+        if not queries:
+            return {}
+        try:
+            return self._metrics.observe(queries, now)
+        except Exception as e:  # any failure of the source: every signal is graded 'error'
+            log.error("metrics source failed: %s", e)
+            error = Signal.missing(Quality.ERROR)
+            return {q.key: PoolSignals(dict.fromkeys(SignalName, error)) for q in queries}
+
+    def _plan(
+        self,
+        policy: Policy,
+        version: int,
+        states: dict[Role, ScaleState] | PdscalerError,
+        observed: Mapping[PoolKey, PoolSignals],
+        now: datetime,
+    ) -> list[_Planned]:
+        if isinstance(states, PdscalerError):
+            return [self._unreadable(policy, version, role, states, now) for role in Role]
+        tick_id = str(uuid.uuid4())
+        inputs = {role: self._input(policy, role, states[role], observed, now) for role in Role}
+        pair = decide(
+            policy.spec,
+            inputs[Role.PREFILL],
+            inputs[Role.DECODE],
+            now,
+            max_sample_age_s=self._config.max_sample_age_s,
+        )
+        return [
+            self._planned(policy, version, tick_id, pair, role, states[role], inputs[role], now)
+            for role in Role
+        ]
+
+    def _input(
+        self,
+        policy: Policy,
+        role: Role,
+        state: ScaleState,
+        observed: Mapping[PoolKey, PoolSignals],
+        now: datetime,
+    ) -> PoolInput:
+        key = _key(policy, role)
+        signals = observed.get(key, PoolSignals())
+        horizon_s = policy.spec.cold_start_seconds + self._config.interval.total_seconds()
+        forecast: dict[SignalName, float] = {}
+        for name in FORECAST:
+            signal = signals.get(name)
+            if signal.usable(now, self._config.max_sample_age_s) and signal.value is not None:
+                self._forecaster.update((key, name), now, signal.value)
+            predicted = self._forecaster.predict((key, name), now, horizon_s)
+            if predicted is not None:
+                forecast[name] = predicted
+        capacity = next(
+            (m for m in policy.spec.pool(role).metrics if m.type is MetricType.CAPACITY), None
+        )
+        profile = self._config.profile_for(capacity.profile) if capacity else None
+        return PoolInput(state, signals, self.history(key), profile, forecast or None)
+
+    def _planned(
+        self,
+        policy: Policy,
+        version: int,
+        tick_id: str,
+        pair: PairDecision,
+        role: Role,
+        state: ScaleState,
+        inputs: PoolInput,
+        now: datetime,
+    ) -> _Planned:
+        decision = pair.pool(role)
+        act = (
+            decision.desired_replicas != state.spec_replicas
+            and policy.spec.mode is Mode.ACTIVE
+            and self._is_leader()
+        )
+        record = DecisionRecord(
+            tick_id=tick_id,
+            decided_at=now,
+            policy_namespace=policy.metadata.namespace,
+            policy_name=policy.metadata.name,
+            policy_version=version,
+            role=role,
+            target=_target(policy, role),
+            mode=policy.spec.mode,
+            desired_replicas=decision.desired_replicas,
+            current_replicas=state.spec_replicas,
+            ready_replicas=state.ready_replicas,
+            pending_replicas=state.pending_replicas,
+            raw_recommendation=decision.recommendation,
+            steps=decision.steps,
+            signals=inputs.signals.audit(),
+            forecast={k.value: v for k, v in inputs.forecast.items()} if inputs.forecast else None,
+            status=DecisionStatus.PENDING if act else DecisionStatus.SKIPPED,
+            resource_version=state.resource_version,
+            leader_identity=self._config.identity,
+        )
+        return _Planned(policy, version, role, record, decision, state, act)
+
+    def _unreadable(
+        self, policy: Policy, version: int, role: Role, error: PdscalerError, now: datetime
+    ) -> _Planned:
+        record = DecisionRecord(
+            tick_id=str(uuid.uuid4()),
+            decided_at=now,
+            policy_namespace=policy.metadata.namespace,
+            policy_name=policy.metadata.name,
+            policy_version=version,
+            role=role,
+            target=_target(policy, role),
+            mode=policy.spec.mode,
+            desired_replicas=None,
+            status=DecisionStatus.FAILED,
+            error=f"{error.code}: {error.message}",
+            leader_identity=self._config.identity,
+        )
+        return _Planned(policy, version, role, record, None, None, act=False)
+
+    def _act(self, planned: list[_Planned], now: datetime, report: TickReport) -> None:
+        outcomes: list[Outcome] = []
+        for item in planned:
+            if item.decision is not None:
+                self._history[_key(item.policy, item.role)] = item.decision.history
+            if item.record.status is DecisionStatus.FAILED:
+                report.failures += 1
+            if not item.act:
+                continue
+            outcomes.append(self._write(item, now, report))
+        try:
+            self._decisions.finish_many(outcomes, now=self._clock.now())
+        except PdscalerError as e:
+            # The writes happened; their rows stay 'pending' until reconciled at start-up.
+            log.error("could not record %d outcomes: %s", len(outcomes), e)
+
+    def _write(self, item: _Planned, now: datetime, report: TickReport) -> Outcome:
+        assert item.decision is not None
+        assert item.state is not None
+        assert item.decision_id is not None
+        namespace = item.policy.metadata.namespace
+        target = item.policy.spec.pool(item.role).scale_target_ref
+        desired = item.decision.desired_replicas
+        try:
+            version = self._actuator.write_scale(
+                namespace, target, desired, item.state.resource_version
+            )
+        except Conflict as e:
+            return Outcome(item.decision_id, DecisionStatus.CONFLICT, f"{e.code}: {e.message}")
+        except PdscalerError as e:
+            report.failures += 1
+            log.warning("scale of %s/%s failed: %s", namespace, target.name, e)
+            return Outcome(item.decision_id, DecisionStatus.FAILED, f"{e.code}: {e.message}")
+        except Exception as e:  # an actuator bug: audited as a failure, the tick goes on
+            report.failures += 1
+            log.exception("scale of %s/%s failed", namespace, target.name)
+            return Outcome(item.decision_id, DecisionStatus.FAILED, f"{type(e).__name__}: {e}")
+        report.writes += 1
+        key = _key(item.policy, item.role)
+        self._history[key] = self.history(key).with_scale(
+            now, item.state.spec_replicas, desired, HISTORY_KEEP
+        )
+        return Outcome(item.decision_id, DecisionStatus.APPLIED, resource_version_written=version)
+
+
+def _key(policy: Policy, role: Role) -> PoolKey:
+    return PoolKey(policy.metadata.namespace, policy.metadata.name, role)
+
+
+def _target(policy: Policy, role: Role) -> TargetRef:
+    ref = policy.spec.pool(role).scale_target_ref
+    return TargetRef(ref.api_version, ref.kind, ref.name)

@@ -1,0 +1,50 @@
+"""The controller's seams: one small Protocol per outside system, owned here, where they
+are used. Fakes live in ``control/fakes.py``; production implementations under
+``metrics/``, ``actuator/`` and ``forecast/`` (and the simulator under ``sim/``) match them
+structurally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+from pdscaler.domain.policy import ScaleTargetRef
+from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState, SeriesKey
+
+
+class MetricsSource(Protocol):
+    def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
+        """The signals of every pool at ``now``, each graded for quality.
+
+        A pool missing from the answer, or a signal missing from a pool, is read as empty.
+        Raising means the whole source failed; every signal is then graded ``error``.
+        """
+        ...
+
+
+class Actuator(Protocol):
+    def read_scale(self, namespace: str, target: ScaleTargetRef) -> ScaleState:
+        """The target's current scale. Raises NotFound, Forbidden, Unavailable, ..."""
+        ...
+
+    def write_scale(
+        self, namespace: str, target: ScaleTargetRef, replicas: int, resource_version: str | None
+    ) -> str | None:
+        """Set spec.replicas if the target is still at ``resource_version``.
+
+        Returns the new resource version. Raises Conflict when the target changed since it
+        was read (the next tick re-reads and re-decides), or another pdscaler error.
+        """
+        ...
+
+
+class Forecaster(Protocol):
+    def update(self, key: SeriesKey, at: datetime, value: float) -> None:
+        """Learn one observed value."""
+        ...
+
+    def predict(self, key: SeriesKey, at: datetime, horizon_s: float) -> float | None:
+        """The value expected ``horizon_s`` after ``at``; None without enough history."""
+        ...

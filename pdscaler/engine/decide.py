@@ -1,0 +1,268 @@
+"""``decide``: one policy's prefill and decode pools, from signals to desired replicas.
+
+Per pool, in this order (each step records its value, reason code and message):
+
+1. ``mode``        paused policies, and changes made by someone else, hold here;
+2. ``recommend``   each metric votes (target tracking with HPA's tolerance, the queue-aware
+                   capacity model, latency over the SLO); the highest vote wins;
+3. ``gate``        the metric-quality gate: unusable metrics never cause a scale-down;
+4. ``slo``         measured TTFT/ITL over the SLO forbids a scale-down, far over forces growth;
+5. ``consolidate`` a scale-down must leave the survivors under target (no 2<->1 flapping);
+   -- the value so far is the pool's recommendation, kept in its history --
+6. ``stabilize``   HPA stabilization windows;
+7. ``limit``       HPA rate policies, then minReplicas/maxReplicas.
+
+Then for the pair: 8. ``ratio`` (prefill:decode band), 9. ``budget`` (shared GPUs), and
+10. ``pause`` (a paused direction). Nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from pdscaler.domain.decision import Step
+from pdscaler.domain.policy import (
+    ExternalChangeAction,
+    MetricType,
+    Mode,
+    PolicySpec,
+    PoolSpec,
+    Role,
+)
+from pdscaler.domain.profile import PerfProfile
+from pdscaler.domain.reasons import Reason
+from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
+from pdscaler.engine.coordinate import Pair, coordinate_budget, coordinate_ratio
+from pdscaler.engine.gate import gate_recommendation
+from pdscaler.engine.guard import consolidate, consolidation_floor, guard_slo
+from pdscaler.engine.history import PoolHistory
+from pdscaler.engine.limits import limit_replicas
+from pdscaler.engine.recommend import TOTALS, PoolView, vote
+from pdscaler.engine.stabilize import stabilize_recommendation
+
+
+@dataclass(frozen=True)
+class PoolInput:
+    state: ScaleState
+    signals: PoolSignals
+    history: PoolHistory
+    profile: PerfProfile | None = None
+    forecast: Mapping[SignalName, float] | None = None
+
+
+@dataclass(frozen=True)
+class PoolDecision:
+    role: Role
+    current_replicas: int
+    desired_replicas: int
+    recommendation: int | None  # what stabilization started from (None: held before it)
+    steps: tuple[Step, ...]
+    history: PoolHistory
+
+    @property
+    def reason(self) -> str:
+        return self.steps[-1].reason if self.steps else ""
+
+
+@dataclass(frozen=True)
+class PairDecision:
+    prefill: PoolDecision
+    decode: PoolDecision
+
+    def pool(self, role: Role) -> PoolDecision:
+        return self.prefill if role is Role.PREFILL else self.decode
+
+
+def decide(
+    spec: PolicySpec,
+    prefill: PoolInput,
+    decode: PoolInput,
+    now: datetime,
+    *,
+    max_sample_age_s: float,
+) -> PairDecision:
+    """Decide both pools of one policy at ``now``."""
+    pools = {
+        role: decide_pool(spec, role, inputs, now, max_sample_age_s=max_sample_age_s)
+        for role, inputs in ((Role.PREFILL, prefill), (Role.DECODE, decode))
+    }
+    if spec.mode is Mode.PAUSED:
+        return PairDecision(pools[Role.PREFILL], pools[Role.DECODE])
+    return _coordinate(spec, pools[Role.PREFILL], pools[Role.DECODE])
+
+
+def decide_pool(
+    spec: PolicySpec, role: Role, inputs: PoolInput, now: datetime, *, max_sample_age_s: float
+) -> PoolDecision:
+    pool = spec.pool(role)
+    current = inputs.state.spec_replicas
+    held = _hold(spec, inputs, now)
+    if held is not None:
+        step, history = held
+        return PoolDecision(role, current, step.value, None, (step,), history)
+    view = PoolView(
+        role,
+        pool,
+        spec.slo,
+        inputs.state,
+        inputs.signals,
+        now,
+        max_sample_age_s,
+        inputs.profile,
+        inputs.forecast,
+    )
+    steps = [_recommend(view)]
+    usable = sum(view.usable(m) for m in pool.metrics)
+    recommendation = steps[0].value if steps[0].reason != Reason.NO_RECOMMENDATION else None
+    gate = gate_recommendation(
+        recommendation,
+        current,
+        usable,
+        len(pool.metrics),
+        inputs.history.metric_failures,
+        pool.fallback,
+    )
+    steps.append(gate.step)
+    measured = view.value(SignalName.TTFT_MS if role is Role.PREFILL else SignalName.ITL_MS)
+    slo_ms = spec.slo.ttft_ms if role is Role.PREFILL else spec.slo.itl_ms
+    _append(steps, guard_slo(steps[-1].value, current, measured, slo_ms, spec.slo.guard_margin))
+    floor = consolidation_floor(_loads(view), pool.scale_down_rules.tolerance or 0.0)
+    _append(steps, consolidate(steps[-1].value, current, floor))
+    return _stabilize_and_limit(pool, role, inputs, steps, now, gate.failures)
+
+
+def _hold(spec: PolicySpec, inputs: PoolInput, now: datetime) -> tuple[Step, PoolHistory] | None:
+    """A pool that is paused, or whose size someone else just changed, holds."""
+    current, history = inputs.state.spec_replicas, inputs.history
+    if spec.mode is Mode.PAUSED:
+        return Step("mode", current, Reason.PAUSED, "policy is paused"), history
+    if history.last_applied is None or history.last_applied == current:
+        return None
+    since = history.external_since or now
+    history = replace(history, external_since=since)
+    message = f"target runs {current}, pdscaler last set {history.last_applied}"
+    changes = spec.external_changes
+    respect = timedelta(seconds=changes.respect_seconds)
+    if changes.action is ExternalChangeAction.RESPECT and now - since < respect:
+        until = (since + respect).isoformat()
+        step = Step(
+            "mode", current, Reason.EXTERNAL_CHANGE_RESPECTED, f"{message}; held until {until}"
+        )
+        return step, history
+    # Reconciling, or the respect period is over: decide as usual from the outside size.
+    return None
+
+
+def _recommend(view: PoolView) -> Step:
+    votes = [v for v in (vote(view, m) for m in view.pool.metrics) if v is not None]
+    if not votes:
+        return Step(
+            "recommend", view.state.spec_replicas, Reason.NO_RECOMMENDATION, "no metric could vote"
+        )
+    best = max(votes, key=lambda v: v.replicas)
+    others = ", ".join(f"{v.metric}={v.replicas}" for v in votes if v is not best)
+    message = best.message + (f" (others: {others})" if others else "")
+    return Step("recommend", best.replicas, best.reason, message)
+
+
+def _loads(view: PoolView) -> list[tuple[float, float]]:
+    loads = []
+    for metric in view.pool.metrics:
+        if metric.type in TOTALS and view.usable(metric) and metric.target_per_replica:
+            loads.append((view.value(TOTALS[metric.type]) or 0.0, metric.target_per_replica))
+        elif metric.type is MetricType.KV_CACHE_UTILIZATION and view.usable(metric):
+            utilization = view.value(SignalName.KV_CACHE_UTILIZATION) or 0.0
+            base = view.state.ready_replicas or view.state.spec_replicas
+            loads.append((utilization * base, metric.target or 1.0))
+    return loads
+
+
+def _stabilize_and_limit(
+    pool: PoolSpec,
+    role: Role,
+    inputs: PoolInput,
+    steps: list[Step],
+    now: datetime,
+    failures: int,
+) -> PoolDecision:
+    current = inputs.state.spec_replicas
+    recommendation = steps[-1].value
+    up, down = pool.scale_up_rules, pool.scale_down_rules
+    up_window = timedelta(seconds=up.stabilization_window_seconds or 0)
+    down_window = timedelta(seconds=down.stabilization_window_seconds or 0)
+    history = inputs.history
+    steps.append(
+        stabilize_recommendation(
+            recommendation, current, history.recommendations, now, up_window, down_window
+        )
+    )
+    steps.append(
+        limit_replicas(
+            steps[-1].value,
+            current,
+            pool.min_replicas,
+            pool.max_replicas,
+            history.scale_events,
+            up,
+            down,
+            now,
+        )
+    )
+    keep = max(up_window, down_window, timedelta(seconds=1))
+    # The size the target runs now is known and accepted from here on: a later difference
+    # that pdscaler did not write is someone else's change.
+    history = replace(
+        history.with_recommendation(now, recommendation, keep),
+        metric_failures=failures,
+        external_since=None,
+        last_applied=current,
+    )
+    return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history)
+
+
+def _coordinate(spec: PolicySpec, prefill: PoolDecision, decode: PoolDecision) -> PairDecision:
+    current = Pair(prefill.current_replicas, decode.current_replicas)
+    desired = Pair(prefill.desired_replicas, decode.desired_replicas)
+    # A pool that held (an outside change being respected) is not moved by coordination.
+    pools = [
+        _fixed(spec.pool(d.role), d) if d.recommendation is None else spec.pool(d.role)
+        for d in (prefill, decode)
+    ]
+    extra_p: list[Step] = []
+    extra_d: list[Step] = []
+    for step in (coordinate_ratio, coordinate_budget):
+        result = step(desired, current, pools[0], pools[1], spec.coordination)
+        if result is not None:
+            desired, step_p, step_d = result
+            extra_p.append(step_p)
+            extra_d.append(step_d)
+    _append(extra_p, _pause(spec, desired.prefill, current.prefill))
+    _append(extra_d, _pause(spec, desired.decode, current.decode))
+    return PairDecision(_extend(prefill, extra_p), _extend(decode, extra_d))
+
+
+def _fixed(pool: PoolSpec, decision: PoolDecision) -> PoolSpec:
+    size = decision.current_replicas
+    return pool.model_copy(update={"min_replicas": size, "max_replicas": size})
+
+
+def _pause(spec: PolicySpec, value: int, current: int) -> Step | None:
+    if spec.pause.scale_up and value > current:
+        return Step("pause", current, Reason.SCALE_UP_PAUSED, "scale-up is paused")
+    if spec.pause.scale_down and value < current:
+        return Step("pause", current, Reason.SCALE_DOWN_PAUSED, "scale-down is paused")
+    return None
+
+
+def _extend(decision: PoolDecision, steps: list[Step]) -> PoolDecision:
+    if not steps or decision.recommendation is None:
+        return decision
+    all_steps = decision.steps + tuple(steps)
+    return replace(decision, steps=all_steps, desired_replicas=all_steps[-1].value)
+
+
+def _append(steps: list[Step], step: Step | None) -> None:
+    if step is not None:
+        steps.append(step)

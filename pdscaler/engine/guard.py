@@ -1,0 +1,64 @@
+"""The SLO guard and the consolidation check: two ways a scale-down is refused."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from pdscaler.domain.decision import Step
+from pdscaler.domain.reasons import Reason
+
+
+def guard_slo(
+    value: int,
+    current_replicas: int,
+    measured_ms: float | None,
+    slo_ms: float | None,
+    margin: float,
+) -> Step | None:
+    """Above the SLO, never shrink; above SLO x (1 + margin), grow by at least one."""
+    if measured_ms is None or slo_ms is None:
+        return None
+    if measured_ms > slo_ms * (1 + margin):
+        grown = max(value, current_replicas + 1)
+        return Step(
+            "slo",
+            grown,
+            Reason.SLO_BREACHED,
+            f"{measured_ms:.0f} ms is over SLO {slo_ms:.0f} ms + {margin:.0%}",
+        )
+    if measured_ms > slo_ms:
+        return Step(
+            "slo",
+            max(value, current_replicas),
+            Reason.SLO_VIOLATED,
+            f"{measured_ms:.0f} ms is over SLO {slo_ms:.0f} ms: no scale-down",
+        )
+    return Step("slo", value, Reason.SLO_MET, f"{measured_ms:.0f} ms within {slo_ms:.0f} ms")
+
+
+def consolidation_floor(loads: Iterable[tuple[float, float]], tolerance: float) -> int:
+    """The fewest replicas whose predicted per-replica load stays under target.
+
+    ``loads`` are (total load, target per replica) pairs. Removing k of N replicas puts
+    load x N/(N-k) on each survivor; it must stay under target by the scale-down
+    tolerance, or the very next tick would see it over target and scale up again.
+    """
+    floor = 0
+    for total, target in loads:
+        floor = max(floor, math.ceil(total / (target * (1 - tolerance)) - 1e-9))
+    return floor
+
+
+def consolidate(value: int, current_replicas: int, floor: int) -> Step | None:
+    if value >= current_replicas:
+        return None
+    if floor > value:
+        kept = min(current_replicas, floor)
+        return Step(
+            "consolidate",
+            kept,
+            Reason.CONSOLIDATION_UNSAFE,
+            f"{value} replicas would run over target; {kept} would not",
+        )
+    return Step("consolidate", value, Reason.CONSOLIDATION_SAFE, f"{floor} replicas suffice")

@@ -1,0 +1,48 @@
+"""What the engine remembers between ticks, as plain values it returns anew each tick.
+
+The controller keeps one :class:`PoolHistory` per pool and rebuilds it from the decision
+log at start-up, so that a restart neither forgets a stabilization window nor doubles a
+scale-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Recommendation:
+    """A recommendation before stabilization, as HPA keeps them."""
+
+    at: datetime
+    replicas: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleEvent:
+    """A change of replicas that was applied: positive up, negative down."""
+
+    at: datetime
+    change: int
+
+
+@dataclass(frozen=True)
+class PoolHistory:
+    recommendations: tuple[Recommendation, ...] = ()
+    scale_events: tuple[ScaleEvent, ...] = ()
+    metric_failures: int = 0  # ticks in a row whose metrics were not all usable
+    last_applied: int | None = None  # replicas pdscaler last wrote to the target
+    external_since: datetime | None = None  # when a change by someone else was first seen
+
+    def with_recommendation(self, at: datetime, replicas: int, keep: timedelta) -> PoolHistory:
+        kept = tuple(r for r in self.recommendations if r.at > at - keep)
+        return replace(self, recommendations=(*kept, Recommendation(at, replicas)))
+
+    def with_scale(self, at: datetime, previous: int, applied: int, keep: timedelta) -> PoolHistory:
+        """Record an applied write; the target now runs what pdscaler asked for."""
+        kept = tuple(e for e in self.scale_events if e.at > at - keep)
+        event = (ScaleEvent(at, applied - previous),) if applied != previous else ()
+        return replace(
+            self, scale_events=(*kept, *event), last_applied=applied, external_since=None
+        )

@@ -1,0 +1,182 @@
+"""Per-metric recommendations for one pool; the highest wins.
+
+Each metric votes for a replica count, or abstains when a signal it needs is not usable
+(the quality gate then decides what that means). Target tracking applies HPA's tolerance
+band per metric: a usage ratio within ``tolerance`` of 1 votes for the current count.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from pdscaler.domain.policy import MetricSpec, MetricType, PoolSpec, Role, Slo
+from pdscaler.domain.profile import PerfProfile
+from pdscaler.domain.reasons import Reason
+from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
+from pdscaler.engine.capacity import CapacityEstimate, decode_replicas, prefill_replicas
+
+S = SignalName
+
+# The signals each metric needs; a metric whose signals are not all usable abstains.
+NEEDS: Mapping[tuple[MetricType, Role], tuple[SignalName, ...]] = {
+    **{(MetricType.QUEUED_PREFILL_TOKENS, r): (S.QUEUED_PREFILL_TOKENS,) for r in Role},
+    **{(MetricType.QUEUED_REQUESTS, r): (S.QUEUED_REQUESTS,) for r in Role},
+    **{(MetricType.RUNNING_REQUESTS, r): (S.RUNNING_REQUESTS,) for r in Role},
+    **{(MetricType.KV_CACHE_UTILIZATION, r): (S.KV_CACHE_UTILIZATION,) for r in Role},
+    **{(MetricType.TTFT, r): (S.TTFT_MS,) for r in Role},
+    **{(MetricType.ITL, r): (S.ITL_MS,) for r in Role},
+    (MetricType.CAPACITY, Role.PREFILL): (S.ARRIVAL_RATE, S.MEAN_INPUT_LENGTH),
+    (MetricType.CAPACITY, Role.DECODE): (
+        S.OUTPUT_TOKEN_RATE,
+        S.RUNNING_REQUESTS,
+        S.MEAN_INPUT_LENGTH,
+        S.MEAN_OUTPUT_LENGTH,
+    ),
+}
+TOTALS = {
+    MetricType.QUEUED_PREFILL_TOKENS: S.QUEUED_PREFILL_TOKENS,
+    MetricType.QUEUED_REQUESTS: S.QUEUED_REQUESTS,
+    MetricType.RUNNING_REQUESTS: S.RUNNING_REQUESTS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    metric: MetricType
+    replicas: int
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """What one pool's recommendation is computed from."""
+
+    role: Role
+    pool: PoolSpec
+    slo: Slo
+    state: ScaleState
+    signals: PoolSignals
+    now: datetime
+    max_age_s: float
+    profile: PerfProfile | None = None
+    forecast: Mapping[SignalName, float] | None = None  # predicted at the horizon
+
+    def value(self, name: SignalName) -> float | None:
+        signal = self.signals.get(name)
+        return signal.value if signal.usable(self.now, self.max_age_s) else None
+
+    def usable(self, metric: MetricSpec) -> bool:
+        return all(self.value(name) is not None for name in NEEDS[(metric.type, self.role)])
+
+    def expected(self, name: SignalName) -> float | None:
+        """The observed value, or the forecast at the horizon when that is higher."""
+        observed = self.value(name)
+        predicted = (self.forecast or {}).get(name)
+        if observed is None or predicted is None:
+            return observed
+        return max(observed, predicted)
+
+
+def vote(view: PoolView, metric: MetricSpec) -> Vote | None:
+    if not view.usable(metric):
+        return None
+    if metric.type in TOTALS:
+        return _total_per_replica(view, metric)
+    if metric.type is MetricType.KV_CACHE_UTILIZATION:
+        return _average_utilization(view, metric)
+    if metric.type in (MetricType.TTFT, MetricType.ITL):
+        return _latency(view, metric)
+    return _capacity(view, metric)
+
+
+def _total_per_replica(view: PoolView, metric: MetricSpec) -> Vote:
+    total = view.value(TOTALS[metric.type]) or 0.0
+    target = metric.target_per_replica or 1.0
+    current = view.state.spec_replicas
+    ratio = total / (target * current) if current else math.inf
+    if _within_tolerance(view, ratio):
+        return Vote(metric.type, current, Reason.WITHIN_TOLERANCE, f"usage ratio {ratio:.2f}")
+    replicas = math.ceil(total / target)
+    message = f"{metric.type} {total:g} / {target:g} per replica = {total / target:.2f}"
+    return Vote(metric.type, replicas, Reason.TARGET_TRACKING, message)
+
+
+def _average_utilization(view: PoolView, metric: MetricSpec) -> Vote:
+    utilization = view.value(S.KV_CACHE_UTILIZATION) or 0.0
+    target = metric.target or 1.0
+    base = view.state.ready_replicas or view.state.spec_replicas
+    ratio = utilization / target
+    if _within_tolerance(view, ratio):
+        return Vote(
+            metric.type,
+            view.state.spec_replicas,
+            Reason.WITHIN_TOLERANCE,
+            f"usage ratio {ratio:.2f}",
+        )
+    replicas = math.ceil(ratio * base)
+    message = f"KV {utilization:.2f} / target {target:.2f} x {base} ready = {ratio * base:.2f}"
+    return Vote(metric.type, replicas, Reason.TARGET_TRACKING, message)
+
+
+def _latency(view: PoolView, metric: MetricSpec) -> Vote | None:
+    """Latency votes only to grow: proportionally to how far it is over the SLO."""
+    is_ttft = metric.type is MetricType.TTFT
+    measured = view.value(S.TTFT_MS if is_ttft else S.ITL_MS) or 0.0
+    slo = (view.slo.ttft_ms if is_ttft else view.slo.itl_ms) or math.inf
+    if measured <= slo:
+        return None
+    base = max(view.state.ready_replicas, 1)
+    replicas = math.ceil(base * measured / slo)
+    message = f"{metric.type} {measured:.0f} ms over the SLO {slo:.0f} ms"
+    return Vote(metric.type, replicas, Reason.TARGET_TRACKING, message)
+
+
+def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
+    if view.profile is None:
+        return None
+    try:
+        estimate = _capacity_estimate(view)
+    except ValueError:  # inconsistent signals (load with a zero mean length): no vote
+        return None
+    ratio = estimate.replicas / view.state.spec_replicas if view.state.spec_replicas else math.inf
+    if estimate.reason == Reason.CAPACITY_MODEL and _within_tolerance(view, ratio):
+        return Vote(
+            metric.type,
+            view.state.spec_replicas,
+            Reason.WITHIN_TOLERANCE,
+            f"{estimate.message}; usage ratio {ratio:.2f}",
+        )
+    return Vote(
+        metric.type, math.ceil(estimate.replicas), Reason(estimate.reason), estimate.message
+    )
+
+
+def _capacity_estimate(view: PoolView) -> CapacityEstimate:
+    assert view.profile is not None
+    if view.role is Role.PREFILL:
+        return prefill_replicas(
+            view.profile,
+            arrival_rate_per_s=view.expected(S.ARRIVAL_RATE) or 0.0,
+            mean_input_tokens=view.expected(S.MEAN_INPUT_LENGTH) or 0.0,
+            queued_prefill_tokens=view.value(S.QUEUED_PREFILL_TOKENS) or 0.0,
+            ttft_slo_ms=view.slo.ttft_ms or math.inf,
+        )
+    context = (view.expected(S.MEAN_INPUT_LENGTH) or 0.0) + (
+        view.expected(S.MEAN_OUTPUT_LENGTH) or 0.0
+    ) / 2
+    return decode_replicas(
+        view.profile,
+        output_tokens_per_s=view.expected(S.OUTPUT_TOKEN_RATE) or 0.0,
+        running_requests=view.value(S.RUNNING_REQUESTS) or 0.0,
+        mean_context_tokens=context,
+        itl_slo_ms=view.slo.itl_ms or math.inf,
+    )
+
+
+def _within_tolerance(view: PoolView, ratio: float) -> bool:
+    rules = view.pool.scale_up_rules if ratio > 1 else view.pool.scale_down_rules
+    return abs(ratio - 1.0) <= (rules.tolerance or 0.0)

@@ -1,0 +1,110 @@
+"""The scheduled loop, the readiness it reports, and the explain route."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+
+from pdscaler.config import Settings
+from pdscaler.control.clock import FakeClock
+from pdscaler.control.controller import Controller
+from pdscaler.domain.policy import Role
+from pdscaler.store.db import Database
+from pdscaler.wiring import Backends, build_runtime
+from tests.conftest import auth
+from tests.control.harness import Harness
+
+P, D = Role.PREFILL, Role.DECODE
+
+
+def _runtime(settings: Settings, db: Database, clock: FakeClock, h: Harness):  # type: ignore[no-untyped-def]
+    loop_on = settings.model_copy(
+        update={"loop": settings.loop.model_copy(update={"enabled": True})}
+    )
+    return build_runtime(loop_on, db, clock, Backends(h.metrics, h.actuator))
+
+
+def test_job_runs_one_tick_at_a_time_and_coalesces(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    runtime = _runtime(settings, db, clock, Harness(db, clock))
+    assert runtime.loop is not None
+
+    runtime.loop.start(paused=True)
+    try:
+        job = runtime.loop.job
+        assert job is not None
+        assert (job.max_instances, job.coalesce) == (1, True)
+        assert job.trigger.interval == settings.loop.interval
+    finally:
+        runtime.loop.stop()
+
+
+def test_readyz_follows_the_loop(settings: Settings, db: Database, clock: FakeClock) -> None:
+    h = Harness(db, clock)
+    h.add_policy()
+    runtime = _runtime(settings, db, clock, h)
+    assert runtime.loop is not None
+    client = TestClient(runtime.app)
+
+    not_started = client.get("/readyz")
+    runtime.loop.start(paused=True)
+    runtime.loop.run_once()
+    ready = client.get("/readyz")
+    clock.advance(3 * settings.loop.interval + timedelta(seconds=1))
+    late = client.get("/readyz")
+    runtime.loop.stop()
+
+    assert not_started.status_code == 503
+    assert ready.status_code == 200
+    assert late.status_code == 503
+    assert "last tick" in late.json()["message"]
+
+
+def test_a_failing_tick_does_not_end_the_loop(
+    settings: Settings, db: Database, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = Harness(db, clock)
+    h.add_policy()
+    runtime = _runtime(settings, db, clock, h)
+    assert runtime.loop is not None
+    runtime.loop.start(paused=True)
+    real_tick = Controller.tick
+
+    def broken(self: Controller, now: object = None) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Controller, "tick", broken)
+    runtime.loop.run_once()  # raises inside; logged, not propagated
+    clock.advance(3 * settings.loop.interval + timedelta(seconds=1))
+    failing = runtime.loop.health()
+    monkeypatch.setattr(Controller, "tick", real_tick)
+    runtime.loop.run_once()
+    recovered = runtime.loop.health()
+    runtime.loop.stop()
+
+    assert failing.healthy is False
+    assert recovered.healthy is True
+
+
+def test_explain_shows_the_last_decision_of_each_pool(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    h = Harness(db, clock)
+    h.add_policy(prefill=2)
+    h.observe(P, queuedPrefillTokens=80_000)
+    h.observe(D, kvCacheUtilization=0.9)
+    h.tick()
+    client = TestClient(build_runtime(settings, db, clock).app)
+
+    body = client.get("/v1/policies/inference/llama/explain", headers=auth("viewer")).json()
+
+    assert body["version"] == 1
+    prefill = next(p for p in body["pools"] if p["role"] == "prefill")
+    assert (prefill["currentReplicas"], prefill["desiredReplicas"]) == (2, 5)
+    assert prefill["steps"][0]["reason"] == "TargetTracking"
+    assert "prefill: 2 -> 5 (scale_up, applied)" in prefill["text"]
+    assert "queuedPrefillTokens=80000" in prefill["text"]
+    assert "recommend" in prefill["text"]

@@ -1,0 +1,127 @@
+"""decide(): the pure engine, one pair at a time — ratio band, GPU budget, SLO guard,
+consolidation and the quality gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from pdscaler.domain.policy import Role, parse_policy
+from pdscaler.domain.reasons import Reason
+from pdscaler.domain.signals import PoolSignals, ScaleState, Signal, SignalName
+from pdscaler.engine.decide import PairDecision, PoolInput, decide
+from pdscaler.engine.history import PoolHistory
+from tests.factories import policy_doc
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+IMMEDIATE = {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0},
+                          "scaleUp": {"policies": [{"type": "Pods", "value": 100,
+                                                    "periodSeconds": 15}]}}}  # fmt: skip
+
+
+def signals(**values: float | None) -> PoolSignals:
+    return PoolSignals({
+        SignalName(k): Signal.fresh(v, NOW) if v is not None else Signal.missing()
+        for k, v in values.items()
+    })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Pair:
+    name: str
+    spec: dict[str, Any]
+    prefill: tuple[int, dict[str, float | None]]  # (current replicas, signals)
+    decode: tuple[int, dict[str, float | None]]
+    expected: tuple[int, int]
+    reasons: dict[Role, Reason] = field(default_factory=dict)  # the last step's reason
+
+
+def run(case: Pair) -> PairDecision:
+    doc = policy_doc({"spec": {"prefill": {**IMMEDIATE, "maxReplicas": 32},
+                               "decode": {**IMMEDIATE, "maxReplicas": 32}}})  # fmt: skip
+    doc = policy_doc({**doc, "spec": {**doc["spec"], **case.spec}}) if case.spec else doc
+    spec = parse_policy(doc).spec
+    inputs = [
+        PoolInput(ScaleState(current, current, 0), signals(**values), PoolHistory())
+        for current, values in (case.prefill, case.decode)
+    ]
+    return decide(spec, inputs[0], inputs[1], NOW, max_sample_age_s=60)
+
+
+KV = "kvCacheUtilization"
+QPT = "queuedPrefillTokens"
+PAIRS = [
+    Pair("independent sizing", {}, (2, {QPT: 65536}), (4, {KV: 0.75}), (4, 4)),
+    Pair("ratio band raises the lagging prefill pool",
+         {"coordination": {"prefillToDecodeRatio": {"min": 0.5, "max": 2}}},
+         (2, {QPT: 16384}), (4, {KV: 1.5}), (4, 8), {Role.PREFILL: Reason.RATIO_BOUND}),
+    Pair("ratio band raises the lagging decode pool",
+         {"coordination": {"prefillToDecodeRatio": {"min": 0.25, "max": 1}}},
+         (2, {QPT: 16384 * 12}), (4, {KV: 0.75}), (12, 12), {Role.DECODE: Reason.RATIO_BOUND}),
+    Pair("ratio band holds decode back when prefill is at its max",
+         {"prefill": {"maxReplicas": 3}, "coordination": {"prefillToDecodeRatio": {"min": 0.5,
+                                                                                  "max": 2}}},
+         (2, {QPT: 16384}), (4, {KV: 1.5}), (3, 6), {Role.DECODE: Reason.RATIO_BOUND}),
+    Pair("budget covers both", {"coordination": {"gpuBudget": 40}},
+         (2, {QPT: 16384 * 8}), (4, {KV: 1.5}), (8, 8), {Role.PREFILL: Reason.WITHIN_BUDGET}),
+    Pair("budget short: proportional cut of both increases",
+         {"coordination": {"gpuBudget": 12}},
+         (2, {QPT: 16384 * 8}), (4, {KV: 1.5}), (6, 6), {Role.PREFILL: Reason.GPU_BUDGET,
+                                                         Role.DECODE: Reason.GPU_BUDGET}),
+    Pair("budget short: decode first", {"coordination": {"gpuBudget": 12, "priority": "decode"}},
+         (2, {QPT: 16384 * 8}), (4, {KV: 1.5}), (4, 8), {Role.PREFILL: Reason.GPU_BUDGET}),
+    Pair("budget short: prefill first", {"coordination": {"gpuBudget": 12,
+                                                          "priority": "prefill"}},
+         (2, {QPT: 16384 * 8}), (4, {KV: 1.5}), (8, 4), {Role.DECODE: Reason.GPU_BUDGET}),
+    Pair("budget never shrinks a running pool", {"coordination": {"gpuBudget": 4}},
+         (3, {QPT: 16384 * 8}), (3, {KV: 0.75}), (3, 3), {Role.PREFILL: Reason.GPU_BUDGET}),
+    Pair("budget counts GPUs per replica",
+         {"prefill": {"gpusPerReplica": 4}, "coordination": {"gpuBudget": 24}},
+         (2, {QPT: 16384 * 8}), (4, {KV: 0.75}), (5, 4), {Role.PREFILL: Reason.GPU_BUDGET}),
+    Pair("TTFT over the SLO forbids a scale-down",
+         {}, (4, {QPT: 0, "ttftMs": 850}), (4, {KV: 0.75}), (4, 4),
+         {Role.PREFILL: Reason.DESIRED_WITHIN_RANGE}),
+    Pair("TTFT far over the SLO forces growth",
+         {}, (4, {QPT: 0, "ttftMs": 2000}), (4, {KV: 0.75}), (5, 4)),
+    Pair("ITL far over the SLO forces decode growth",
+         {}, (4, {QPT: 65536}), (4, {KV: 0.75, "itlMs": 100}), (4, 5)),
+    Pair("consolidation keeps survivors under target",
+         {}, (4, {QPT: 3 * 16384 * 0.95}), (4, {KV: 0.75}), (4, 4)),
+    Pair("consolidation allows a safe scale-down",
+         {}, (4, {QPT: 2 * 16384 * 0.8}), (4, {KV: 0.75}), (2, 4)),
+    Pair("all metrics missing holds",
+         {}, (4, {QPT: None}), (4, {KV: None}), (4, 4)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", PAIRS, ids=lambda c: c.name)
+def test_pairs(case: Pair) -> None:
+    pair = run(case)
+
+    assert (pair.prefill.desired_replicas, pair.decode.desired_replicas) == case.expected
+    for role, reason in case.reasons.items():
+        assert pair.pool(role).steps[-1].reason == reason, pair.pool(role).steps
+
+
+def test_every_step_says_why() -> None:
+    pair = run(PAIRS[1])
+
+    for pool in (pair.prefill, pair.decode):
+        assert all(step.reason for step in pool.steps)
+        assert pool.steps[0].name == "recommend"
+        assert pool.steps[-1].value == pool.desired_replicas
+
+
+def test_a_stale_sample_is_not_used() -> None:
+    spec = parse_policy(policy_doc({"spec": {"prefill": IMMEDIATE}})).spec
+    old = PoolSignals({SignalName.QUEUED_PREFILL_TOKENS: Signal.fresh(0, NOW - timedelta(hours=1))})
+    fresh = PoolInput(ScaleState(2, 2, 0), signals(kvCacheUtilization=0.75), PoolHistory())
+
+    pair = decide(spec, PoolInput(ScaleState(4, 4, 0), old, PoolHistory()), fresh, NOW,
+                  max_sample_age_s=60)  # fmt: skip
+
+    assert pair.prefill.desired_replicas == 4
+    assert Reason.METRICS_MISSING in [s.reason for s in pair.prefill.steps]
