@@ -70,7 +70,6 @@ class _Planned:
     decision: PoolDecision | None
     state: ScaleState | None
     act: bool
-    decision_id: int | None = None
 
 
 @dataclass
@@ -137,14 +136,12 @@ class Controller:
             )
         report.decisions = len(planned)
         try:
-            ids = self._decisions.record_many([p.record for p in planned])
+            self._decisions.record_many([p.record for p in planned])
         except PdscalerError as e:
             log.error("audit write failed, not acting this tick: %s", e)
             report.audited = False
             self.last_tick = report
             return report
-        for item, decision_id in zip(planned, ids, strict=True):
-            item.decision_id = decision_id
         self._act(planned, now, report)
         self.last_tick = report
         return report
@@ -306,7 +303,7 @@ class Controller:
     def _write(self, item: _Planned, now: datetime, report: TickReport) -> Outcome:
         assert item.decision is not None
         assert item.state is not None
-        assert item.decision_id is not None
+        tick_id, role = item.record.tick_id, item.role
         namespace = item.policy.metadata.namespace
         target = item.policy.spec.pool(item.role).scale_target_ref
         desired = item.decision.desired_replicas
@@ -315,21 +312,21 @@ class Controller:
                 namespace, target, desired, item.state.resource_version
             )
         except Conflict as e:
-            return Outcome(item.decision_id, DecisionStatus.CONFLICT, f"{e.code}: {e.message}")
+            return Outcome(tick_id, role, DecisionStatus.CONFLICT, f"{e.code}: {e.message}")
         except PdscalerError as e:
             report.failures += 1
             log.warning("scale of %s/%s failed: %s", namespace, target.name, e)
-            return Outcome(item.decision_id, DecisionStatus.FAILED, f"{e.code}: {e.message}")
+            return Outcome(tick_id, role, DecisionStatus.FAILED, f"{e.code}: {e.message}")
         except Exception as e:  # an actuator bug: audited as a failure, the tick goes on
             report.failures += 1
             log.exception("scale of %s/%s failed", namespace, target.name)
-            return Outcome(item.decision_id, DecisionStatus.FAILED, f"{type(e).__name__}: {e}")
+            return Outcome(tick_id, role, DecisionStatus.FAILED, f"{type(e).__name__}: {e}")
         report.writes += 1
         key = _key(item.policy, item.role)
         self._history[key] = self.history(key).with_scale(
             now, item.state.spec_replicas, desired, HISTORY_KEEP
         )
-        return Outcome(item.decision_id, DecisionStatus.APPLIED, resource_version_written=version)
+        return Outcome(tick_id, role, DecisionStatus.APPLIED, resource_version_written=version)
 
 
 def _key(policy: Policy, role: Role) -> PoolKey:

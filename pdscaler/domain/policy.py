@@ -12,6 +12,7 @@ HorizontalPodAutoscaler v2 ``behavior`` field.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from enum import StrEnum
@@ -200,11 +201,11 @@ class PoolSpec(_Model):
     behavior: Behavior | None = None
     fallback: Fallback | None = None
 
-    @property
+    @functools.cached_property
     def scale_up_rules(self) -> HPAScalingRules:
         return effective_rules(self.behavior.scale_up if self.behavior else None, DEFAULT_SCALE_UP)
 
-    @property
+    @functools.cached_property
     def scale_down_rules(self) -> HPAScalingRules:
         return effective_rules(
             self.behavior.scale_down if self.behavior else None, DEFAULT_SCALE_DOWN

@@ -53,9 +53,9 @@ class DecodeCapacity:
     itl_ms: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PerfProfile:
-    """The performance of ONE replica, from measured points.
+    """The performance of ONE replica, from measured points. Compared by identity.
 
     Construction validates: a non-empty name and non-empty point lists, every value positive
     and finite, prefill points strictly increasing in ``isl_tokens``, decode points sorted by

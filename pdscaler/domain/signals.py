@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pdscaler.domain.policy import EnginePreset, PoolSpec, Role
@@ -56,11 +56,15 @@ class Signal:
 
     def usable(self, now: datetime, max_age_s: float) -> bool:
         """Fresh, finite and recent enough. A true zero is usable."""
+        return self.usable_after(now - timedelta(seconds=max_age_s))
+
+    def usable_after(self, oldest: datetime) -> bool:
+        """Fresh, finite and sampled at or after ``oldest``."""
         return (
             self.quality is Quality.FRESH
             and self.value is not None
             and self.sampled_at is not None
-            and (now - self.sampled_at).total_seconds() <= max_age_s
+            and self.sampled_at >= oldest
         )
 
     def audit(self) -> dict[str, object]:

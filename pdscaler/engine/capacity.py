@@ -7,10 +7,12 @@ arithmetic, so that the decision log can say why.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from pdscaler.domain.profile import PerfProfile
+from pdscaler.domain.profile import DecodeCapacity, PerfProfile
 from pdscaler.domain.reasons import Reason
 
 # Above this a queue's wait grows too fast for the model's small errors to stay small.
@@ -22,11 +24,19 @@ UNREACHABLE_UTILIZATION = 0.5
 
 @dataclass(frozen=True)
 class CapacityEstimate:
-    """Replicas needed (fractional; the caller rounds up), why, and the arithmetic."""
+    """Replicas needed (fractional; the caller rounds up), why, and the arithmetic.
+
+    The message is written only when asked for: a tick sizes thousands of pools and
+    keeps the words of the winning vote only.
+    """
 
     replicas: float
     reason: str
-    message: str
+    describe: Callable[[], str]
+
+    @property
+    def message(self) -> str:
+        return self.describe()
 
 
 def max_utilization(service_s: float, ttft_slo_s: float) -> float:
@@ -71,7 +81,9 @@ def prefill_replicas(
     )
     _require_slo("ttft_slo_ms", ttft_slo_ms)
     if arrival_rate_per_s == 0 and queued_prefill_tokens == 0:
-        return CapacityEstimate(0.0, Reason.CAPACITY_MODEL, "no load: 0 req/s, no queued tokens")
+        return CapacityEstimate(
+            0.0, Reason.CAPACITY_MODEL, lambda: "no load: 0 req/s, no queued tokens"
+        )
     _require_positive("mean_input_tokens", mean_input_tokens)
     service_s = profile.prefill_ms(mean_input_tokens) / 1000.0
     slo_s = ttft_slo_ms / 1000.0
@@ -80,20 +92,24 @@ def prefill_replicas(
     drain_tokens_per_s = profile.prefill_tokens_per_s(mean_input_tokens)
     steady = arrival_rate_per_s * service_s / rho
     replicas = steady + queued_prefill_tokens / (drain_tokens_per_s * slo_s)
-    arithmetic = (
-        f"λ {arrival_rate_per_s:.3g} req/s × S {service_s:.4g} s / ρmax {rho:.2f} "
-        f"+ backlog {queued_prefill_tokens:.0f} tok / ({drain_tokens_per_s:.0f} tok/s × "
-        f"{slo_s:.3g} s) = {replicas:.2f}"
-    )
+
+    def arithmetic() -> str:
+        return (
+            f"λ {arrival_rate_per_s:.3g} req/s × S {service_s:.4g} s / ρmax {rho:.2f} "
+            f"+ backlog {queued_prefill_tokens:.0f} tok / ({drain_tokens_per_s:.0f} tok/s × "
+            f"{slo_s:.3g} s) = {replicas:.2f}"
+        )
+
+    def unreachable() -> str:
+        return (
+            f"TTFT SLO {ttft_slo_ms:.3g} ms is not above the {service_s * 1000:.4g} ms prefill "
+            f"of one {mean_input_tokens:.0f}-token request: more replicas cannot meet it; "
+            f"sized at ρ {rho:.2f}: {arithmetic()}"
+        )
+
     if reachable:
         return CapacityEstimate(replicas, Reason.CAPACITY_MODEL, arithmetic)
-    return CapacityEstimate(
-        replicas,
-        Reason.SLO_UNREACHABLE,
-        f"TTFT SLO {ttft_slo_ms:.3g} ms is not above the {service_s * 1000:.4g} ms prefill of "
-        f"one {mean_input_tokens:.0f}-token request: more replicas cannot meet it; "
-        f"sized at ρ {rho:.2f}: {arithmetic}",
-    )
+    return CapacityEstimate(replicas, Reason.SLO_UNREACHABLE, unreachable)
 
 
 def decode_replicas(
@@ -123,29 +139,32 @@ def decode_replicas(
     )
     _require_slo("itl_slo_ms", itl_slo_ms)
     if output_tokens_per_s == 0 and running_requests == 0:
-        return CapacityEstimate(0.0, Reason.CAPACITY_MODEL, "no load: 0 tok/s, 0 running")
+        return CapacityEstimate(0.0, Reason.CAPACITY_MODEL, lambda: "no load: 0 tok/s, 0 running")
     _require_positive("mean_context_tokens", mean_context_tokens)
-    capacity = profile.decode_capacity(mean_context_tokens, itl_slo_ms)
-    reason = Reason.CAPACITY_MODEL
-    if capacity is None:
-        capacity = profile.lowest_itl_capacity(mean_context_tokens)
-        reason = Reason.SLO_UNREACHABLE
+    capacity, reason = _decode_capacity(
+        profile, math.ceil(mean_context_tokens / CONTEXT_BUCKET) * CONTEXT_BUCKET, itl_slo_ms
+    )
     replicas = max(
         output_tokens_per_s / capacity.tokens_per_s, running_requests / capacity.concurrency
     )
-    arithmetic = (
-        f"max({output_tokens_per_s:.0f} tok/s / {capacity.tokens_per_s:.0f} tok/s, "
-        f"{running_requests:.0f} running / {capacity.concurrency:.1f} per replica) = "
-        f"{replicas:.2f} at context {mean_context_tokens:.0f} tok, ITL {capacity.itl_ms:.3g} ms"
-    )
+
+    def arithmetic() -> str:
+        return (
+            f"max({output_tokens_per_s:.0f} tok/s / {capacity.tokens_per_s:.0f} tok/s, "
+            f"{running_requests:.0f} running / {capacity.concurrency:.1f} per replica) = "
+            f"{replicas:.2f} at context {mean_context_tokens:.0f} tok, "
+            f"ITL {capacity.itl_ms:.3g} ms"
+        )
+
+    def unreachable() -> str:
+        return (
+            f"ITL SLO {itl_slo_ms:.3g} ms: no measured operating point at this context meets "
+            f"it, and more replicas cannot; sized at the lowest-ITL point: {arithmetic()}"
+        )
+
     if reason is Reason.CAPACITY_MODEL:
         return CapacityEstimate(replicas, reason, arithmetic)
-    return CapacityEstimate(
-        replicas,
-        reason,
-        f"ITL SLO {itl_slo_ms:.3g} ms: no measured operating point at this context meets it, "
-        f"and more replicas cannot; sized at the lowest-ITL point: {arithmetic}",
-    )
+    return CapacityEstimate(replicas, reason, unreachable)
 
 
 def _require_load(**values: float) -> None:
@@ -163,3 +182,18 @@ def _require_slo(name: str, value: float) -> None:
 def _require_positive(name: str, value: float) -> None:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
+
+
+# Contexts are rounded up to whole tokens before the profile is asked (a longer context
+# only lowers capacity), so that pools with the same load shape share one answer.
+CONTEXT_BUCKET = 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _decode_capacity(
+    profile: PerfProfile, context_tokens: float, itl_slo_ms: float
+) -> tuple[DecodeCapacity, str]:
+    capacity = profile.decode_capacity(context_tokens, itl_slo_ms)
+    if capacity is None:
+        return profile.lowest_itl_capacity(context_tokens), Reason.SLO_UNREACHABLE
+    return capacity, Reason.CAPACITY_MODEL

@@ -37,7 +37,7 @@ from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
 from pdscaler.engine.coordinate import Pair, coordinate_budget, coordinate_ratio
 from pdscaler.engine.gate import gate_recommendation
 from pdscaler.engine.guard import consolidate, consolidation_floor, guard_slo
-from pdscaler.engine.history import PoolHistory
+from pdscaler.engine.history import PoolHistory, Recommendation
 from pdscaler.engine.limits import limit_replicas
 from pdscaler.engine.recommend import TOTALS, PoolView, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
@@ -102,7 +102,7 @@ def decide_pool(
     if held is not None:
         step, history = held
         return PoolDecision(role, current, step.value, None, (step,), history)
-    view = PoolView(
+    view = PoolView.of(
         role,
         pool,
         spec.slo,
@@ -114,7 +114,7 @@ def decide_pool(
         inputs.forecast,
     )
     steps = [_recommend(view)]
-    usable = sum(view.usable(m) for m in pool.metrics)
+    usable = len(view.usable_types)
     recommendation = steps[0].value if steps[0].reason != Reason.NO_RECOMMENDATION else None
     gate = gate_recommendation(
         recommendation,
@@ -213,10 +213,12 @@ def _stabilize_and_limit(
     keep = max(up_window, down_window, timedelta(seconds=1))
     # The size the target runs now is known and accepted from here on: a later difference
     # that pdscaler did not write is someone else's change.
-    history = replace(
-        history.with_recommendation(now, recommendation, keep),
+    history = PoolHistory(
+        recommendations=history.recommendations_after(
+            now - keep, Recommendation(now, recommendation)
+        ),
+        scale_events=history.scale_events,
         metric_failures=failures,
-        external_since=None,
         last_applied=current,
     )
     return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history)

@@ -36,8 +36,14 @@ class PoolHistory:
     external_since: datetime | None = None  # when a change by someone else was first seen
 
     def with_recommendation(self, at: datetime, replicas: int, keep: timedelta) -> PoolHistory:
-        kept = tuple(r for r in self.recommendations if r.at > at - keep)
-        return replace(self, recommendations=(*kept, Recommendation(at, replicas)))
+        recommendations = self.recommendations_after(at - keep, Recommendation(at, replicas))
+        return replace(self, recommendations=recommendations)
+
+    def recommendations_after(
+        self, cutoff: datetime, new: Recommendation
+    ) -> tuple[Recommendation, ...]:
+        """The recommendations newer than ``cutoff``, then ``new``."""
+        return (*(r for r in self.recommendations if r.at > cutoff), new)
 
     def with_scale(self, at: datetime, previous: int, applied: int, keep: timedelta) -> PoolHistory:
         """Record an applied write; the target now runs what pdscaler asked for."""

@@ -8,9 +8,9 @@ band per metric: a usage ratio within ``tolerance`` of 1 votes for the current c
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from pdscaler.domain.policy import MetricSpec, MetricType, PoolSpec, Role, Slo
 from pdscaler.domain.profile import PerfProfile
@@ -45,32 +45,60 @@ TOTALS = {
 
 @dataclass(frozen=True, slots=True)
 class Vote:
+    """One metric's replica count. Its words are written only if it wins."""
+
     metric: MetricType
     replicas: int
     reason: Reason
-    message: str
+    describe: Callable[[], str]
+
+    @property
+    def message(self) -> str:
+        return self.describe()
 
 
 @dataclass(frozen=True)
 class PoolView:
-    """What one pool's recommendation is computed from."""
+    """What one pool's recommendation is computed from: only usable signal values."""
 
     role: Role
     pool: PoolSpec
     slo: Slo
     state: ScaleState
-    signals: PoolSignals
-    now: datetime
-    max_age_s: float
+    values: Mapping[SignalName, float]
+    usable_types: frozenset[MetricType]  # metrics whose signals are all usable
     profile: PerfProfile | None = None
     forecast: Mapping[SignalName, float] | None = None  # predicted at the horizon
 
+    @classmethod
+    def of(
+        cls,
+        role: Role,
+        pool: PoolSpec,
+        slo: Slo,
+        state: ScaleState,
+        signals: PoolSignals,
+        now: datetime,
+        max_age_s: float,
+        profile: PerfProfile | None = None,
+        forecast: Mapping[SignalName, float] | None = None,
+    ) -> PoolView:
+        oldest = now - timedelta(seconds=max_age_s)
+        values = {
+            name: signal.value
+            for name, signal in signals.signals.items()
+            if signal.value is not None and signal.usable_after(oldest)
+        }
+        usable = frozenset(
+            m.type for m in pool.metrics if all(n in values for n in NEEDS[(m.type, role)])
+        )
+        return cls(role, pool, slo, state, values, usable, profile, forecast)
+
     def value(self, name: SignalName) -> float | None:
-        signal = self.signals.get(name)
-        return signal.value if signal.usable(self.now, self.max_age_s) else None
+        return self.values.get(name)
 
     def usable(self, metric: MetricSpec) -> bool:
-        return all(self.value(name) is not None for name in NEEDS[(metric.type, self.role)])
+        return metric.type in self.usable_types
 
     def expected(self, name: SignalName) -> float | None:
         """The observed value, or the forecast at the horizon when that is higher."""
@@ -99,10 +127,14 @@ def _total_per_replica(view: PoolView, metric: MetricSpec) -> Vote:
     current = view.state.spec_replicas
     ratio = total / (target * current) if current else math.inf
     if _within_tolerance(view, ratio):
-        return Vote(metric.type, current, Reason.WITHIN_TOLERANCE, f"usage ratio {ratio:.2f}")
+        return Vote(metric.type, current, Reason.WITHIN_TOLERANCE, _ratio_words(ratio))
     replicas = math.ceil(total / target)
-    message = f"{metric.type} {total:g} / {target:g} per replica = {total / target:.2f}"
-    return Vote(metric.type, replicas, Reason.TARGET_TRACKING, message)
+    return Vote(
+        metric.type,
+        replicas,
+        Reason.TARGET_TRACKING,
+        lambda: f"{metric.type} {total:g} / {target:g} per replica = {total / target:.2f}",
+    )
 
 
 def _average_utilization(view: PoolView, metric: MetricSpec) -> Vote:
@@ -112,14 +144,15 @@ def _average_utilization(view: PoolView, metric: MetricSpec) -> Vote:
     ratio = utilization / target
     if _within_tolerance(view, ratio):
         return Vote(
-            metric.type,
-            view.state.spec_replicas,
-            Reason.WITHIN_TOLERANCE,
-            f"usage ratio {ratio:.2f}",
+            metric.type, view.state.spec_replicas, Reason.WITHIN_TOLERANCE, _ratio_words(ratio)
         )
     replicas = math.ceil(ratio * base)
-    message = f"KV {utilization:.2f} / target {target:.2f} x {base} ready = {ratio * base:.2f}"
-    return Vote(metric.type, replicas, Reason.TARGET_TRACKING, message)
+    return Vote(
+        metric.type,
+        replicas,
+        Reason.TARGET_TRACKING,
+        lambda: f"KV {utilization:.2f} / target {target:.2f} x {base} ready = {ratio * base:.2f}",
+    )
 
 
 def _latency(view: PoolView, metric: MetricSpec) -> Vote | None:
@@ -131,8 +164,12 @@ def _latency(view: PoolView, metric: MetricSpec) -> Vote | None:
         return None
     base = max(view.state.ready_replicas, 1)
     replicas = math.ceil(base * measured / slo)
-    message = f"{metric.type} {measured:.0f} ms over the SLO {slo:.0f} ms"
-    return Vote(metric.type, replicas, Reason.TARGET_TRACKING, message)
+    return Vote(
+        metric.type,
+        replicas,
+        Reason.TARGET_TRACKING,
+        lambda: f"{metric.type} {measured:.0f} ms over the SLO {slo:.0f} ms",
+    )
 
 
 def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
@@ -148,10 +185,10 @@ def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
             metric.type,
             view.state.spec_replicas,
             Reason.WITHIN_TOLERANCE,
-            f"{estimate.message}; usage ratio {ratio:.2f}",
+            lambda: f"{estimate.message}; usage ratio {ratio:.2f}",
         )
     return Vote(
-        metric.type, math.ceil(estimate.replicas), Reason(estimate.reason), estimate.message
+        metric.type, math.ceil(estimate.replicas), Reason(estimate.reason), estimate.describe
     )
 
 
@@ -175,6 +212,10 @@ def _capacity_estimate(view: PoolView) -> CapacityEstimate:
         mean_context_tokens=context,
         itl_slo_ms=view.slo.itl_ms or math.inf,
     )
+
+
+def _ratio_words(ratio: float) -> Callable[[], str]:
+    return lambda: f"usage ratio {ratio:.2f}"
 
 
 def _within_tolerance(view: PoolView, ratio: float) -> bool:

@@ -8,11 +8,11 @@ same on the millionth row as on the first.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, Text, cast, insert, select, tuple_, update
+from sqlalchemy import Select, Text, bindparam, cast, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from pdscaler.domain.decision import (
@@ -110,7 +110,10 @@ class DecisionText:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    decision_id: int
+    """How acting on one decision (named by its tick and role) turned out."""
+
+    tick_id: str
+    role: Role
     status: DecisionStatus
     error: str | None = None
     resource_version_written: str | None = None
@@ -162,10 +165,14 @@ class DecisionStore:
             session.flush()
             return row.id
 
-    def record_many(self, decisions: Sequence[DecisionRecord]) -> list[int]:
-        """Write many decisions in one transaction (all or none); their ids, in order."""
+    def record_many(self, decisions: Sequence[DecisionRecord]) -> None:
+        """Write many decisions in one transaction: all or none.
+
+        A decision is found again by its tick id and role (see :meth:`finish_many`), so no
+        ids come back: the rows go in as one pipelined batch.
+        """
         if not decisions:
-            return []
+            return
         keys = {(d.policy_namespace, d.policy_name) for d in decisions}
         with self._db.transaction(write=True) as session:
             ids = _policy_ids(session, keys)
@@ -173,29 +180,29 @@ class DecisionStore:
             if missing:
                 raise NotFound(f"policies not found: {sorted(missing)}")
             rows = [_values(d, ids[(d.policy_namespace, d.policy_name)]) for d in decisions]
-            result = session.execute(
-                insert(DecisionRow).returning(DecisionRow.id, sort_by_parameter_order=True), rows
-            )
-            return list(result.scalars())
+            session.connection().execute(insert(DecisionRow), rows)
 
     def finish_many(self, outcomes: Sequence[Outcome], *, now: datetime) -> None:
         """Record the outcomes of acting on many decisions, in one transaction."""
         if not outcomes:
             return
-        with self._db.transaction(write=True) as session:
-            session.execute(
-                update(DecisionRow),
-                [
-                    {
-                        "id": o.decision_id,
-                        "status": o.status.value,
-                        "error": o.error,
-                        "resource_version_written": o.resource_version_written,
-                        "updated_at": now,
-                    }
-                    for o in outcomes
-                ],
+        statement = (
+            update(DecisionRow)
+            .where(DecisionRow.tick_id == bindparam("t"), DecisionRow.role == bindparam("r"))
+            .values(
+                status=bindparam("s"),
+                error=bindparam("e"),
+                resource_version_written=bindparam("v"),
+                updated_at=bindparam("u"),
             )
+        )
+        rows = [
+            {"t": o.tick_id, "r": o.role.value, "s": o.status.value, "e": o.error,
+             "v": o.resource_version_written, "u": now}
+            for o in outcomes
+        ]  # fmt: skip
+        with self._db.transaction(write=True) as session:
+            session.connection().execute(statement, rows)
 
     def recent(self, since: datetime) -> list[HistoryRow]:
         """What rebuilding the engine's history needs, oldest first: a few columns per row."""
@@ -349,7 +356,10 @@ def _values(decision: DecisionRecord, policy_id: int) -> dict[str, Any]:
         "pending_replicas": decision.pending_replicas,
         "raw_recommendation": decision.raw_recommendation,
         "desired_replicas": decision.desired_replicas,
-        "steps": [asdict(step) for step in decision.steps],
+        "steps": [
+            {"name": s.name, "value": s.value, "reason": str(s.reason), "message": s.message}
+            for s in decision.steps
+        ],
         "signals": dict(decision.signals),
         "forecast": dict(decision.forecast) if decision.forecast is not None else None,
         "error": decision.error,
