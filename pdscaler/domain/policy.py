@@ -412,6 +412,15 @@ def _pool_errors(path: str, role: Role, pool: PoolSpec, slo: Slo) -> list[FieldE
                 f"must not exceed maxReplicas ({pool.min_replicas} > {pool.max_replicas})",
             )
         )
+    fallback = pool.fallback
+    if fallback is not None and not pool.min_replicas <= fallback.replicas <= pool.max_replicas:
+        errors.append(
+            FieldError(
+                f"{path}.fallback.replicas",
+                f"must be within [minReplicas, maxReplicas] = "
+                f"[{pool.min_replicas}, {pool.max_replicas}]",
+            )
+        )
     if not _API_VERSION_RE.match(pool.scale_target_ref.api_version):
         errors.append(
             FieldError(

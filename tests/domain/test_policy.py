@@ -90,6 +90,14 @@ INVALID = [
             {"spec": {"decode": {"scaleTargetRef": {"apiVersion": "apps/v1/extra"}}}},
             "spec.decode.scaleTargetRef.apiVersion", "group/version"),
     Invalid("wrong kind", {"kind": "HorizontalPodAutoscaler"}, "kind", "PDScalingPolicy"),
+    Invalid("fallback above max", {"spec": {"prefill": {"fallback": {"replicas": 9}}}},
+            "spec.prefill.fallback.replicas", "within [minReplicas, maxReplicas] = [1, 8]"),
+    Invalid("unknown priority", {"spec": {"coordination": {"priority": "router"}}},
+            "spec.coordination.priority", "Input should be"),
+    Invalid("negative guard margin", {"spec": {"slo": {"guardMargin": -0.1}}},
+            "spec.slo.guardMargin", "greater than or equal to 0"),
+    Invalid("unknown external-change action", {"spec": {"externalChanges": {"action": "fight"}}},
+            "spec.externalChanges.action", "Input should be"),
 ]  # fmt: skip
 
 
