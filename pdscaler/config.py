@@ -112,9 +112,35 @@ class DatabaseSettings(_Group):
 class PrometheusSettings(_Group):
     url: AnyHttpUrl = Field(
         default=AnyHttpUrl("http://127.0.0.1:9090"),
-        description="Base URL of the Prometheus-compatible query API.",
+        description="Base URL of the Prometheus-compatible query API (Thanos, Mimir, "
+        "VictoriaMetrics: the URL under which /api/v1/query answers).",
     )
     timeout: Duration = Field(default=timedelta(seconds=5), description="Timeout of one query.")
+    bearer_token: SecretStr | None = Field(default=None, description="Sent as a bearer token.")
+    username: str | None = Field(default=None, description="Basic auth user.")
+    password: SecretStr | None = Field(default=None, description="Basic auth password.")
+    ca_file: Path | None = Field(default=None, description="CA bundle for a private CA.")
+    insecure_skip_verify: bool = Field(default=False, description="Do not verify TLS (tests).")
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=2, description="Retries of a failed connection or 5xx, with backoff."
+    )
+    scrape_interval: Duration = Field(
+        default=timedelta(seconds=15), description="How often Prometheus scrapes the engines."
+    )
+    stale_after: Duration | None = Field(
+        default=None,
+        description="A sample older than this is stale (default: 2 x scrape_interval).",
+    )
+    rate_window: Duration = Field(
+        default=timedelta(minutes=1), description="Window of rate() and histogram quantiles."
+    )
+    concurrency: Annotated[int, Field(ge=1, le=32)] = Field(
+        default=4, description="Queries sent at the same time."
+    )
+
+    @property
+    def stale_after_s(self) -> float:
+        return (self.stale_after or 2 * self.scrape_interval).total_seconds()
 
 
 class KubernetesSettings(_Group):

@@ -200,6 +200,15 @@ class PoolSpec(_Model):
     metrics: Annotated[list[MetricSpec], Field(min_length=1, max_length=16)]
     behavior: Behavior | None = None
     fallback: Fallback | None = None
+    # Which series belong to this pool, besides the policy's namespace; by default the
+    # engine preset's role label (vLLM: role, SGLang: engine_type, Dynamo: worker_type).
+    metrics_selector: (
+        dict[
+            Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]{0,127}$")],
+            Annotated[str, Field(min_length=1, max_length=253)],
+        ]
+        | None
+    ) = None
 
     @functools.cached_property
     def scale_up_rules(self) -> HPAScalingRules:
@@ -283,6 +292,8 @@ class PolicySpec(_Model):
     forecast: ForecastSpec = Field(default_factory=ForecastSpec)
     pause: DirectionPause = Field(default_factory=DirectionPause)
     external_changes: ExternalChanges = Field(default_factory=ExternalChanges)
+    # engine "custom": one PromQL template per signal (see docs/metrics.md)
+    queries: dict[str, Annotated[str, Field(min_length=1, max_length=4000)]] | None = None
 
     def pool(self, role: Role) -> PoolSpec:
         return self.prefill if role is Role.PREFILL else self.decode
@@ -400,6 +411,29 @@ def semantic_errors(policy: Policy) -> list[FieldError]:
             )
         )
     errors += _coordination_errors(spec)
+    errors += _query_errors(spec)
+    return errors
+
+
+def _query_errors(spec: PolicySpec) -> list[FieldError]:
+    from pdscaler.domain.signals import SignalName  # late: signals imports this module
+
+    if spec.engine is EnginePreset.CUSTOM and not spec.queries:
+        return [FieldError("spec.queries", "is required when engine is custom")]
+    if spec.queries and spec.engine is not EnginePreset.CUSTOM:
+        return [FieldError("spec.queries", f"applies to engine custom only, not {spec.engine}")]
+    errors = []
+    known = {s.value for s in SignalName}
+    for name, template in (spec.queries or {}).items():
+        path = f"spec.queries.{name}"
+        if name not in known:
+            errors.append(
+                FieldError(path, f"unknown signal; use one of {', '.join(sorted(known))}")
+            )
+        elif "{{by}}" not in template or not ("{{sel}}" in template or "{{match}}" in template):
+            errors.append(
+                FieldError(path, "must select with {{sel}} (or {{match}}) and group by {{by}}")
+            )
     return errors
 
 

@@ -43,6 +43,7 @@ class Signal:
     value: float | None
     sampled_at: datetime | None
     quality: Quality
+    detail: str | None = None  # why a signal is not fresh, when there is more to say
 
     @classmethod
     def fresh(cls, value: float, sampled_at: datetime) -> Signal:
@@ -51,8 +52,8 @@ class Signal:
         return cls(value, sampled_at, Quality.FRESH)
 
     @classmethod
-    def missing(cls, quality: Quality = Quality.EMPTY) -> Signal:
-        return cls(None, None, quality)
+    def missing(cls, quality: Quality = Quality.EMPTY, detail: str | None = None) -> Signal:
+        return cls(None, None, quality, detail)
 
     def usable(self, now: datetime, max_age_s: float) -> bool:
         """Fresh, finite and recent enough. A true zero is usable."""
@@ -68,11 +69,14 @@ class Signal:
         )
 
     def audit(self) -> dict[str, object]:
-        return {
+        audit: dict[str, object] = {
             "value": self.value,
             "quality": self.quality.value,
             "sampledAt": self.sampled_at.isoformat() if self.sampled_at else None,
         }
+        if self.detail:
+            audit["detail"] = self.detail
+        return audit
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,10 @@ class PoolQuery:
     key: PoolKey
     engine: EnginePreset
     pool: PoolSpec
+    selector: Mapping[str, str] = field(default_factory=dict)  # label -> value of the pool
+    ttft_quantile: float = 0.9
+    itl_quantile: float = 0.9
+    queries: Mapping[SignalName, str] = field(default_factory=dict)  # engine "custom"
 
 
 @dataclass(frozen=True, slots=True)

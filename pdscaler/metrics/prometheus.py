@@ -1,0 +1,312 @@
+"""The Prometheus metrics source: a constant number of PromQL queries per tick.
+
+Pools that share an engine preset and the same selector label keys are read together:
+one query per signal answers for all of them (``sum by (namespace, <keys>)``), and the
+answer is split by those labels. The number of HTTP requests per tick therefore depends
+on the presets and selector shapes in use, never on the number of pools.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+
+from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, Quality, Signal, SignalName
+from pdscaler.metrics.grading import Series, grade
+from pdscaler.metrics.presets import ABSENT, Preset, load_preset, render
+
+log = logging.getLogger(__name__)
+LATENCY = {SignalName.TTFT_MS: "ttft_quantile", SignalName.ITL_MS: "itl_quantile"}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    rate_window_s: int = 60
+    stale_after_s: float = 30.0
+    timeout_s: float = 5.0
+    concurrency: int = 4
+    probe_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class _Group:
+    """Pools read by the same queries: one preset (or one custom template), one label shape."""
+
+    engine: str
+    keys: tuple[str, ...]  # selector labels besides namespace, sorted
+    template: str = ""  # custom engine: the template; presets: empty
+
+
+@dataclass
+class _Job:
+    group: _Group
+    signal: SignalName | None  # None: the freshness query
+    query: str
+    pools: list[PoolQuery] = field(default_factory=list)
+
+
+class PrometheusSource:
+    def __init__(self, client: PrometheusConnect, config: SourceConfig | None = None) -> None:
+        self._client = client
+        self._config = config or SourceConfig()
+        self._names: frozenset[str] | None = None
+        self._probed_at = 0.0
+        self._lock = threading.Lock()
+        self._window = f"{self._config.rate_window_s}s"
+        self.requests = 0
+        client._session.hooks["response"].append(self._count)
+
+    def _count(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self.requests += 1
+
+    # -- alias probing -------------------------------------------------------------------
+
+    def probe(self) -> None:
+        """Learn which metric names exist, so that each family's alias can be chosen."""
+        names = self._client.all_metrics()
+        with self._lock:
+            self._names = frozenset(names)
+            self._probed_at = time.monotonic()
+
+    def chosen(self, preset: Preset) -> dict[str, str | None]:
+        """For each family of ``preset``, the name found in Prometheus (None: absent)."""
+        self._probe_if_due()
+        names = self._names or frozenset()
+        chosen: dict[str, str | None] = {}
+        for key, family in preset.families.items():
+            found = next((n for n in family.names if n in names), None)
+            chosen[key] = found if found or not family.optional else ABSENT
+        return chosen
+
+    def problems(self, engines: Iterable[str]) -> list[str]:
+        """Families that no alias could be found for, per preset in use."""
+        problems = []
+        for engine in sorted(set(engines)):
+            preset = load_preset(engine)
+            missing = [
+                f"{key} (tried {', '.join(preset.families[key].names)})"
+                for key, name in self.chosen(preset).items()
+                if name is None
+            ]
+            if missing:
+                problems.append(f"{engine}: no series for {'; '.join(missing)}")
+        return problems
+
+    def _probe_if_due(self) -> None:
+        if (
+            self._names is None
+            or time.monotonic() - self._probed_at > self._config.probe_interval_s
+        ):
+            self.probe()
+
+    # -- observation -----------------------------------------------------------------------
+
+    def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
+        """Every pool's signals at ``now``, from a fixed set of batched queries."""
+        jobs, absent = self._jobs(pools)
+        answers = self._run(jobs)
+        signals: dict[PoolKey, dict[SignalName, Signal]] = {
+            p.key: dict(absent.get(p.key, {})) for p in pools
+        }
+        freshness = self._freshness(jobs, answers)
+        for job in jobs:
+            if job.signal is None:
+                continue
+            answer = answers[id(job)]
+            for pool in job.pools:
+                signals[pool.key][job.signal] = self._grade(job, pool, answer, freshness, now)
+        return {key: PoolSignals(values) for key, values in signals.items()}
+
+    def _jobs(
+        self, pools: Sequence[PoolQuery]
+    ) -> tuple[list[_Job], dict[PoolKey, dict[SignalName, Signal]]]:
+        pools = [_with_default_selector(p) for p in pools]
+        groups: dict[_Group, list[PoolQuery]] = defaultdict(list)
+        custom: dict[tuple[_Group, SignalName], list[PoolQuery]] = defaultdict(list)
+        for pool in pools:
+            keys = tuple(sorted(pool.selector))
+            if pool.queries:
+                for signal, template in pool.queries.items():
+                    group = _Group("custom", keys, template)
+                    custom[(group, SignalName(signal))].append(pool)
+            else:
+                groups[_Group(pool.engine.value, keys)].append(pool)
+        jobs: list[_Job] = []
+        absent: dict[PoolKey, dict[SignalName, Signal]] = defaultdict(dict)
+        for group, members in groups.items():
+            jobs += self._preset_jobs(group, members, absent)
+        for (group, signal), members in custom.items():
+            query = render(group.template, _values(group, members, self._window))
+            jobs.append(_Job(group, signal, query, members))
+        if pools:
+            jobs += self._gpu_job(pools)
+        # Pools of the custom engine and those of presets with the same key shape do not
+        # mix: their groups differ in engine or template.
+        return jobs, absent
+
+    def _preset_jobs(
+        self,
+        group: _Group,
+        members: list[PoolQuery],
+        absent: dict[PoolKey, dict[SignalName, Signal]],
+    ) -> list[_Job]:
+        preset = load_preset(group.engine)
+        names = self.chosen(preset)
+        values = _values(group, members, self._window)
+        jobs = []
+        if preset.freshness and names.get(preset.freshness):
+            fresh = f"max by ({values['by']}) (timestamp({names[preset.freshness]}{values['sel']}))"
+            jobs.append(_Job(group, None, fresh, members))
+        for signal, query in preset.signals.items():
+            missing = sorted(f for f in query.families if names.get(f) is None)
+            if missing:
+                detail = f"metric family missing from Prometheus: {', '.join(missing)}"
+                for pool in members:
+                    absent[pool.key][signal] = Signal.missing(Quality.EMPTY, detail)
+                continue
+            filled = {**values, **{f: n for f, n in names.items() if n}}
+            by_quantile = _by_quantile(members, signal)
+            for quantile, pools in by_quantile.items():
+                jobs.append(
+                    _Job(group, signal, render(query.template, {**filled, "q": quantile}), pools)
+                )
+        return jobs
+
+    def _gpu_job(self, pools: Sequence[PoolQuery]) -> list[_Job]:
+        preset = load_preset("dcgm")
+        name = self.chosen(preset).get("util")
+        if name is None:
+            return []
+        namespaces = _alternatives(sorted({p.key.namespace for p in pools}))
+        query = render(
+            preset.signals[SignalName.GPU_UTILIZATION].template,
+            {"util": name, "namespaces": namespaces},
+        )
+        return [_Job(_Group("dcgm", ("pod",)), SignalName.GPU_UTILIZATION, query, list(pools))]
+
+    def _run(self, jobs: list[_Job]) -> dict[int, list[Series] | str]:
+        def ask(job: _Job) -> tuple[int, list[Series] | str]:
+            try:
+                result = self._client.custom_query(job.query, timeout=self._config.timeout_s)
+                return id(job), list(result)
+            except (requests.RequestException, PrometheusApiClientException, ValueError) as e:
+                log.warning("query failed: %s: %s", job.query[:200], e)
+                return id(job), f"query failed: {_short(e)}"
+
+        workers = max(1, min(self._config.concurrency, len(jobs)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(pool.map(ask, jobs))
+
+    def _freshness(
+        self, jobs: list[_Job], answers: Mapping[int, list[Series] | str]
+    ) -> dict[PoolKey, datetime]:
+        newest: dict[PoolKey, datetime] = {}
+        for job in jobs:
+            answer = answers[id(job)]
+            if job.signal is not None or isinstance(answer, str):
+                continue
+            split = _split(job.group, answer)
+            for pool in job.pools:
+                found = split.get(_identity(job.group, pool), [])
+                if len(found) == 1:
+                    newest[pool.key] = datetime.fromtimestamp(float(found[0]["value"][1]), UTC)
+        return newest
+
+    def _grade(
+        self,
+        job: _Job,
+        pool: PoolQuery,
+        answer: list[Series] | str,
+        freshness: Mapping[PoolKey, datetime],
+        now: datetime,
+    ) -> Signal:
+        if isinstance(answer, str):
+            return Signal.missing(Quality.ERROR, answer)
+        if job.signal is SignalName.GPU_UTILIZATION:
+            return _gpu(pool, answer, now)
+        mine = _split(job.group, answer).get(_identity(job.group, pool), [])
+        return grade(mine, freshness.get(pool.key), now, self._config.stale_after_s)
+
+
+def _with_default_selector(pool: PoolQuery) -> PoolQuery:
+    """A pool without a selector is told apart by its preset's role label."""
+    if pool.selector or pool.queries:
+        return pool
+    role_label = load_preset(pool.engine.value).role_label
+    if role_label is None:
+        return pool
+    return replace(pool, selector={role_label: pool.key.role.value})
+
+
+def _values(group: _Group, pools: Sequence[PoolQuery], window: str) -> dict[str, str]:
+    """The selector, matchers and grouping labels that cover every pool of a group."""
+    labels = ("namespace", *group.keys)
+    matchers = [f'namespace=~"{_alternatives(sorted({p.key.namespace for p in pools}))}"']
+    for key in group.keys:
+        matchers.append(f'{key}=~"{_alternatives(sorted({p.selector[key] for p in pools}))}"')
+    match = ",".join(matchers)
+    return {"sel": "{" + match + "}", "match": match, "by": ",".join(labels), "w": window}
+
+
+def _by_quantile(pools: Sequence[PoolQuery], signal: SignalName) -> dict[str, list[PoolQuery]]:
+    attribute = LATENCY.get(signal)
+    grouped: dict[str, list[PoolQuery]] = defaultdict(list)
+    for pool in pools:
+        quantile = getattr(pool, attribute) if attribute else 0.9
+        grouped[f"{quantile:g}"].append(pool)
+    return grouped
+
+
+def _identity(group: _Group, pool: PoolQuery) -> tuple[str, ...]:
+    return (pool.key.namespace, *(pool.selector[k] for k in group.keys))
+
+
+def _split(group: _Group, answer: Sequence[Series]) -> dict[tuple[str, ...], list[Series]]:
+    split: dict[tuple[str, ...], list[Series]] = defaultdict(list)
+    for series in answer:
+        labels = series.get("metric", {})
+        split[(labels.get("namespace", ""), *(labels.get(k, "") for k in group.keys))].append(
+            series
+        )
+    return split
+
+
+def _gpu(pool: PoolQuery, answer: Sequence[Series], now: datetime) -> Signal:
+    """GPU utilisation of the pods named after the pool's scale target, averaged."""
+    prefix = pool.pool.scale_target_ref.name + "-"
+    values = [
+        float(s["value"][1])
+        for s in answer
+        if s["metric"].get("namespace") == pool.key.namespace
+        and s["metric"].get("pod", "").startswith(prefix)
+    ]
+    if not values:
+        return Signal.missing(Quality.EMPTY)
+    return Signal.fresh(sum(values) / len(values), now)
+
+
+_REGEX_SPECIAL = re.compile(r"([.+*?()\[\]{}|^$\\])")
+
+
+def _alternatives(values: Sequence[str]) -> str:
+    """An RE2 alternation matching exactly these values, escaped for a PromQL string."""
+    escaped = (
+        _REGEX_SPECIAL.sub(r"\\\1", v).replace("\\", "\\\\").replace('"', '\\"') for v in values
+    )
+    return "|".join(escaped)
+
+
+def _short(error: Exception) -> str:
+    return " ".join(str(error).split())[:300]
