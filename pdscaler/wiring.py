@@ -16,8 +16,11 @@ from pdscaler.control.controller import Controller, ControllerConfig
 from pdscaler.control.ports import Actuator, MetricsSource
 from pdscaler.control.scheduler import Loop
 from pdscaler.domain.clock import Clock
+from pdscaler.domain.errors import FieldError
+from pdscaler.domain.policy import EnginePreset, Policy
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
+from pdscaler.metrics.connect import prometheus_source
 from pdscaler.profiles import DEFAULT_PROFILE, load_profile
 from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
@@ -128,6 +131,13 @@ def build_services(
         health = loop.health()
         return None if health.healthy else health.message
 
+    source = prometheus_source(settings.prometheus)
+
+    def check_policy(policy: Policy) -> list[FieldError]:
+        if policy.spec.engine is EnginePreset.CUSTOM:
+            return source.check_queries(policy)
+        return []
+
     return Services(
         db=db,
         policies=policies or PolicyStore(db),
@@ -137,6 +147,7 @@ def build_services(
         clock=clock or SystemClock(),
         check_schema=check_schema,
         loop_problem=loop_problem,
+        check_policy=check_policy,
     )
 
 

@@ -13,6 +13,8 @@ from pdscaler.api.auth import Principal, TokenRegistry
 from pdscaler.api.cursor import CursorCodec
 from pdscaler.config import Role
 from pdscaler.domain.clock import Clock
+from pdscaler.domain.errors import FieldError
+from pdscaler.domain.policy import Policy
 from pdscaler.store.db import Database
 from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.policies import PolicyStore
@@ -28,6 +30,8 @@ class Services:
     clock: Clock
     check_schema: Callable[[], str]  # returns the schema revision, raises if not at head
     loop_problem: Callable[[], str | None] = lambda: None  # why the control loop is unhealthy
+    # Checks of a valid policy against the outside world (a custom engine's PromQL).
+    check_policy: Callable[[Policy], list[FieldError]] = lambda _policy: []
 
 
 def services(request: Request) -> Services:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from pdscaler.api.body import parse_document
-from pdscaler.api.context import Admin, Editor, Svc, Viewer
+from pdscaler.api.context import Admin, Editor, Services, Svc, Viewer
 from pdscaler.api.schemas import (
     ChangeIn,
     DiffOut,
@@ -78,18 +78,20 @@ def list_policies(
 async def create_policy(
     request: Request, svc: Svc, who: Editor, comment: Comment = ""
 ) -> JSONResponse:
-    policy = parse_policy(parse_document(await request.body(), request.headers.get("content-type")))
+    policy = _checked(
+        svc, parse_document(await request.body(), request.headers.get("content-type"))
+    )
     stored = svc.policies.create(policy, author=who.name, comment=comment, now=svc.clock.now())
     location = f"/v1/policies/{policy.metadata.namespace}/{policy.metadata.name}"
     return _policy_response(stored, status=201, headers={"Location": location})
 
 
 @router.post("/validate", response_model=ValidationOut, openapi_extra=POLICY_BODY)
-async def validate_policy(request: Request, _: Viewer) -> ValidationOut:
+async def validate_policy(request: Request, svc: Svc, _: Viewer) -> ValidationOut:
     """Validate a policy without saving it. A well-formed but invalid policy is a 200."""
     document = parse_document(await request.body(), request.headers.get("content-type"))
     try:
-        parse_policy(document)
+        _checked(svc, document)
     except InvalidInput as e:
         problems = [FieldProblem(field=f.field, message=f.message) for f in e.errors]
         return ValidationOut(valid=False, errors=problems)
@@ -111,7 +113,9 @@ async def replace_policy(
     if_match: IfMatch = None,
     comment: Comment = "",
 ) -> JSONResponse:
-    policy = parse_policy(parse_document(await request.body(), request.headers.get("content-type")))
+    policy = _checked(
+        svc, parse_document(await request.body(), request.headers.get("content-type"))
+    )
     _require_same_key(policy, namespace, name)
     stored = svc.policies.change(
         namespace,
@@ -151,7 +155,7 @@ async def patch_policy(
     body_version = metadata.pop("resourceVersion", None) if isinstance(metadata, dict) else None
 
     def patched(current: StoredPolicy) -> Policy:
-        policy = parse_policy(merge_patch(current.policy.document(), patch))
+        policy = _checked(svc, merge_patch(current.policy.document(), patch))
         _require_same_key(policy, namespace, name)
         return policy
 
@@ -239,7 +243,7 @@ def rollback_policy(
 ) -> JSONResponse:
     """Make an earlier version's document current again, as a new version."""
     target = svc.policies.version(namespace, name, body.version)
-    policy = parse_policy(target.document)
+    policy = _checked(svc, target.document)
     comment = body.comment or f"rollback to version {body.version}"
     stored = svc.policies.change(
         namespace,
@@ -305,6 +309,15 @@ def resume_policy(
         now=svc.clock.now(),
     )
     return _policy_response(stored)
+
+
+def _checked(svc: Services, document: object) -> Policy:
+    """Validate a document, and what only the outside world can tell (custom PromQL)."""
+    policy = parse_policy(document)
+    errors = tuple(svc.check_policy(policy))
+    if errors:
+        raise InvalidInput(f"invalid policy: {errors[0].field}: {errors[0].message}", errors=errors)
+    return policy
 
 
 def _policy_response(

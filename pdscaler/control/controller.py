@@ -162,7 +162,7 @@ class Controller:
             return PdscalerError(f"{type(e).__name__}: {e}")
 
     def _observe(self, policies: Sequence[Policy], now: datetime) -> Mapping[PoolKey, PoolSignals]:
-        queries = [_query(p, role) for p in policies for role in Role]
+        queries = [PoolQuery.of(p, role) for p in policies for role in Role]
         if not queries:
             return {}
         try:
@@ -323,20 +323,6 @@ class Controller:
             now, item.state.spec_replicas, desired, HISTORY_KEEP
         )
         return Outcome(tick_id, role, DecisionStatus.APPLIED, resource_version_written=version)
-
-
-def _query(policy: Policy, role: Role) -> PoolQuery:
-    pool = policy.spec.pool(role)
-    quantiles = {m.type: m.quantile for m in pool.metrics if m.quantile is not None}
-    return PoolQuery(
-        key=_key(policy, role),
-        engine=policy.spec.engine,
-        pool=pool,
-        selector=pool.metrics_selector or {},
-        ttft_quantile=quantiles.get(MetricType.TTFT, 0.9),
-        itl_quantile=quantiles.get(MetricType.ITL, 0.9),
-        queries={SignalName(k): v for k, v in (policy.spec.queries or {}).items()},
-    )
 
 
 def _key(policy: Policy, role: Role) -> PoolKey:

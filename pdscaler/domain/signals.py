@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pdscaler.domain.policy import EnginePreset, PoolSpec, Role
+from pdscaler.domain.policy import EnginePreset, MetricType, Policy, PoolSpec, Role
 
 
 class Quality(StrEnum):
@@ -114,6 +114,20 @@ class PoolQuery:
     ttft_quantile: float = 0.9
     itl_quantile: float = 0.9
     queries: Mapping[SignalName, str] = field(default_factory=dict)  # engine "custom"
+
+    @classmethod
+    def of(cls, policy: Policy, role: Role) -> PoolQuery:
+        pool = policy.spec.pool(role)
+        quantiles = {m.type: m.quantile for m in pool.metrics if m.quantile is not None}
+        return cls(
+            key=PoolKey(policy.metadata.namespace, policy.metadata.name, role),
+            engine=policy.spec.engine,
+            pool=pool,
+            selector=pool.metrics_selector or {},
+            ttft_quantile=quantiles.get(MetricType.TTFT, 0.9),
+            itl_quantile=quantiles.get(MetricType.ITL, 0.9),
+            queries={SignalName(k): v for k, v in (policy.spec.queries or {}).items()},
+        )
 
 
 @dataclass(frozen=True, slots=True)

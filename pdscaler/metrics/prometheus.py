@@ -9,6 +9,7 @@ on the presets and selector shapes in use, never on the number of pools.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -16,19 +17,23 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 
+from pdscaler.domain.errors import FieldError, Unavailable
+from pdscaler.domain.policy import Policy, Role
 from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, Quality, Signal, SignalName
 from pdscaler.metrics.grading import Series, grade
 from pdscaler.metrics.presets import ABSENT, Preset, load_preset, render
 
 log = logging.getLogger(__name__)
 LATENCY = {SignalName.TTFT_MS: "ttft_quantile", SignalName.ITL_MS: "itl_quantile"}
+# Prometheus refuses a range query of more than 11,000 points per series.
+MAX_POINTS = 10_000
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,40 @@ class PrometheusSource:
         ):
             self.probe()
 
+    def check_queries(self, policy: Policy) -> list[FieldError]:
+        """Run a custom-engine policy's queries once: Prometheus must accept each, and
+        what it answers must carry the labels that tell the pools apart.
+
+        Raises Unavailable when Prometheus cannot be asked, so that nothing unchecked is
+        saved.
+        """
+        pools = [_with_default_selector(PoolQuery.of(policy, role)) for role in Role]
+        errors = []
+        for signal, template in (policy.spec.queries or {}).items():
+            field_name = f"spec.queries.{signal}"
+            group = _Group("custom", tuple(sorted(pools[0].selector)), template)
+            try:
+                answer = self._client.custom_query(
+                    render(template, _values(group, pools, self._window)),
+                    timeout=self._config.timeout_s,
+                )
+            except KeyError as e:
+                errors.append(FieldError(field_name, f"unknown placeholder: {e}"))
+                continue
+            except PrometheusApiClientException as e:
+                errors.append(FieldError(field_name, f"Prometheus refuses it: {_short(e)}"))
+                continue
+            except requests.RequestException as e:
+                raise Unavailable(f"cannot check the custom queries: {_short(e)}") from e
+            wanted = {"namespace", *group.keys}
+            for series in answer[:1]:
+                missing = wanted - series.get("metric", {}).keys()
+                if missing:
+                    errors.append(FieldError(
+                        field_name, f"its answer lacks the pool labels {sorted(missing)}: "
+                        "keep them in by ({{by}})"))  # fmt: skip
+        return errors
+
     # -- observation -----------------------------------------------------------------------
 
     def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
@@ -128,6 +167,38 @@ class PrometheusSource:
             for pool in job.pools:
                 signals[pool.key][job.signal] = self._grade(job, pool, answer, freshness, now)
         return {key: PoolSignals(values) for key, values in signals.items()}
+
+    def history(
+        self,
+        pools: Sequence[PoolQuery],
+        signal: SignalName,
+        start: datetime,
+        end: datetime,
+        step_s: int = 60,
+        max_points: int = MAX_POINTS,
+    ) -> dict[PoolKey, list[tuple[datetime, float]]]:
+        """The past of one signal for every pool, for forecast training.
+
+        One range query per group of pools (as :meth:`observe`), cut into chunks of at most
+        ``max_points`` points each. NaN and Inf points are left out.
+        """
+        jobs, _absent = self._jobs(pools)
+        series: dict[PoolKey, list[tuple[datetime, float]]] = {p.key: [] for p in pools}
+        for job in (j for j in jobs if j.signal is signal):
+            for chunk_start, chunk_end in _chunks(start, end, step_s, max_points):
+                result = self._client.custom_query_range(
+                    job.query, chunk_start, chunk_end, f"{step_s}s",
+                    timeout=self._config.timeout_s,
+                )  # fmt: skip
+                split = _split(job.group, result)
+                for pool in job.pools:
+                    for found in split.get(_identity(job.group, pool), [])[:1]:
+                        series[pool.key] += [
+                            (datetime.fromtimestamp(float(t), UTC), float(v))
+                            for t, v in found["values"]
+                            if math.isfinite(float(v))
+                        ]
+        return series
 
     def _jobs(
         self, pools: Sequence[PoolQuery]
@@ -248,6 +319,17 @@ def _with_default_selector(pool: PoolQuery) -> PoolQuery:
     if role_label is None:
         return pool
     return replace(pool, selector={role_label: pool.key.role.value})
+
+
+def _chunks(
+    start: datetime, end: datetime, step_s: int, max_points: int
+) -> list[tuple[datetime, datetime]]:
+    span = timedelta(seconds=step_s * max_points)
+    chunks = []
+    while start < end:
+        chunks.append((start, min(end, start + span)))
+        start = chunks[-1][1] + timedelta(seconds=step_s)
+    return chunks
 
 
 def _values(group: _Group, pools: Sequence[PoolQuery], window: str) -> dict[str, str]:
