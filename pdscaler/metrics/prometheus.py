@@ -28,7 +28,7 @@ from pdscaler.domain.errors import FieldError, Unavailable
 from pdscaler.domain.policy import Policy, Role
 from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, Quality, Signal, SignalName
 from pdscaler.metrics.grading import Series, grade
-from pdscaler.metrics.presets import ABSENT, Preset, load_preset, render
+from pdscaler.metrics.presets import ABSENT, ENGINES, Preset, load_preset, render
 
 log = logging.getLogger(__name__)
 LATENCY = {SignalName.TTFT_MS: "ttft_quantile", SignalName.ITL_MS: "itl_quantile"}
@@ -43,6 +43,7 @@ class SourceConfig:
     timeout_s: float = 5.0
     concurrency: int = 4
     probe_interval_s: float = 300.0
+    reprobe_missing_s: float = 10.0  # while a family is missing, look again this often
 
 
 @dataclass(frozen=True)
@@ -79,15 +80,32 @@ class PrometheusSource:
     # -- alias probing -------------------------------------------------------------------
 
     def probe(self) -> None:
-        """Learn which metric names exist, so that each family's alias can be chosen."""
-        names = self._client.all_metrics()
+        """Learn which of the presets' metric names have current series.
+
+        One instant query over every name of every preset: a name counts only while it
+        has samples, so that a renamed metric (whose old series went stale) is seen as
+        renamed, not as present.
+        """
+        names = sorted({n for e in ENGINES for f in load_preset(e).families.values()
+                        for n in f.names})  # fmt: skip
+        # A histogram has no series of its own name: its _count stands for it.
+        query = f'count by (__name__) ({{__name__=~"({_alternatives(names)})(_count)?"}})'
+        answer = self._client.custom_query(query, timeout=self._config.timeout_s)
+        found = {s["metric"]["__name__"] for s in answer}
         with self._lock:
-            self._names = frozenset(names)
+            self._names = frozenset(found | {n.removesuffix("_count") for n in found})
             self._probed_at = time.monotonic()
 
     def chosen(self, preset: Preset) -> dict[str, str | None]:
         """For each family of ``preset``, the name found in Prometheus (None: absent)."""
         self._probe_if_due()
+        chosen = self._choose(preset)
+        if any(name is None for name in chosen.values()):
+            self._probe_if_due(missing=True)
+            chosen = self._choose(preset)
+        return chosen
+
+    def _choose(self, preset: Preset) -> dict[str, str | None]:
         names = self._names or frozenset()
         chosen: dict[str, str | None] = {}
         for key, family in preset.families.items():
@@ -109,12 +127,19 @@ class PrometheusSource:
                 problems.append(f"{engine}: no series for {'; '.join(missing)}")
         return problems
 
-    def _probe_if_due(self) -> None:
-        if (
-            self._names is None
-            or time.monotonic() - self._probed_at > self._config.probe_interval_s
-        ):
+    def _probe_if_due(self, missing: bool = False) -> None:
+        """Probe when due, or sooner while a family is missing (it may be on its way).
+
+        A failed probe keeps the last answer (or, before any, none).
+        """
+        age = time.monotonic() - self._probed_at
+        interval = self._config.reprobe_missing_s if missing else self._config.probe_interval_s
+        if self._names is not None and age <= interval:
+            return
+        try:
             self.probe()
+        except (requests.RequestException, PrometheusApiClientException, ValueError) as e:
+            log.warning("probing metric names failed: %s", _short(e))
 
     def check_queries(self, policy: Policy) -> list[FieldError]:
         """Run a custom-engine policy's queries once: Prometheus must accept each, and
