@@ -40,6 +40,7 @@ ADMIN_URL = os.environ.get(
 )
 DATABASE = "pdscaler_bench_tick"
 NS = "bench"
+CAPACITY = {"type": "Capacity", "profile": DEFAULT_PROFILE}
 
 
 def main() -> int:
@@ -105,14 +106,14 @@ def _add_policy(store: PolicyStore, actuator: RecordingActuator, i: int, clock: 
                                    "name": f"{name}-prefill"},
                 "maxReplicas": 32,
                 "metrics": [{"type": "QueuedPrefillTokens", "targetPerReplica": 16384},
-                            {"type": "TTFT", "quantile": 0.9}, {"type": "Capacity"}],
+                            {"type": "TTFT", "quantile": 0.9}, CAPACITY],
             },
             "decode": {
                 "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                    "name": f"{name}-decode"},
                 "maxReplicas": 64,
                 "metrics": [{"type": "KVCacheUtilization", "target": 0.75},
-                            {"type": "ITL", "quantile": 0.9}, {"type": "Capacity"}],
+                            {"type": "ITL", "quantile": 0.9}, CAPACITY],
             },
             "coordination": {"prefillToDecodeRatio": {"min": 0.2, "max": 2}, "gpuBudget": 96},
         },

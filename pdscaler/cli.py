@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pdscaler {__version__}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the API (and, later, the control loop)")
+    serve = sub.add_parser("serve", help="run the API, and the control loop when enabled")
     serve.set_defaults(command=_serve)
 
     demo = sub.add_parser("demo", help="migrate, load the example policies and serve")

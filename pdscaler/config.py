@@ -164,7 +164,7 @@ class LoopSettings(_Group):
     interval: Duration = Field(default=timedelta(seconds=5), description="Time between two ticks.")
     max_sample_age: Duration = Field(
         default=timedelta(seconds=60),
-        description="A sample older than this is stale and never used to scale.",
+        description="A sample older than this is stale and never used to scale (1 s to 1 h).",
     )
     identity: str = Field(
         default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname(),
@@ -177,6 +177,13 @@ class LoopSettings(_Group):
         if not timedelta(seconds=1) <= interval <= timedelta(minutes=10):
             raise ValueError("must be between 1 second and 10 minutes")
         return interval
+
+    @field_validator("max_sample_age")
+    @classmethod
+    def _sane_age(cls, age: timedelta) -> timedelta:
+        if not timedelta(seconds=1) <= age <= timedelta(hours=1):
+            raise ValueError("must be between 1 second and 1 hour")
+        return age
 
 
 class ApiToken(_Group):

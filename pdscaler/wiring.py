@@ -17,11 +17,11 @@ from pdscaler.control.ports import Actuator, MetricsSource
 from pdscaler.control.scheduler import Loop
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.errors import FieldError
-from pdscaler.domain.policy import EnginePreset, Policy
+from pdscaler.domain.policy import EnginePreset, Policy, Role
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
 from pdscaler.metrics.connect import prometheus_source
-from pdscaler.profiles import DEFAULT_PROFILE, load_profile
+from pdscaler.profiles import DEFAULT_PROFILE, ProfileError, load_profile
 from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
@@ -134,9 +134,10 @@ def build_services(
     source = prometheus_source(settings.prometheus)
 
     def check_policy(policy: Policy) -> list[FieldError]:
+        errors = _profile_errors(policy)
         if policy.spec.engine is EnginePreset.CUSTOM:
-            return source.check_queries(policy)
-        return []
+            errors += source.check_queries(policy)
+        return errors
 
     return Services(
         db=db,
@@ -149,6 +150,19 @@ def build_services(
         loop_problem=loop_problem,
         check_policy=check_policy,
     )
+
+
+def _profile_errors(policy: Policy) -> list[FieldError]:
+    errors = []
+    for role in Role:
+        for i, metric in enumerate(policy.spec.pool(role).metrics):
+            if metric.profile is None:
+                continue
+            try:
+                load_profile(metric.profile)
+            except ProfileError as e:
+                errors.append(FieldError(f"spec.{role.value}.metrics[{i}].profile", str(e)))
+    return errors
 
 
 def _profile(ref: str | None) -> PerfProfile | None:

@@ -183,14 +183,19 @@ class Controller:
         if isinstance(states, PdscalerError):
             return [self._unreadable(policy, version, role, states, now) for role in Role]
         tick_id = str(uuid.uuid4())
-        inputs = {role: self._input(policy, role, states[role], observed, now) for role in Role}
-        pair = decide(
-            policy.spec,
-            inputs[Role.PREFILL],
-            inputs[Role.DECODE],
-            now,
-            max_sample_age_s=self._config.max_sample_age_s,
-        )
+        try:
+            inputs = {role: self._input(policy, role, states[role], observed, now) for role in Role}
+            pair = decide(
+                policy.spec,
+                inputs[Role.PREFILL],
+                inputs[Role.DECODE],
+                now,
+                max_sample_age_s=self._config.max_sample_age_s,
+            )
+        except Exception as e:  # a bad profile, a bug: this policy fails, the others go on
+            log.exception("policy %s/%s: deciding failed", *policy.key)
+            error = PdscalerError(f"deciding failed: {type(e).__name__}: {e}")
+            return [self._unreadable(policy, version, role, error, now) for role in Role]
         return [
             self._planned(policy, version, tick_id, pair, role, states[role], inputs[role], now)
             for role in Role

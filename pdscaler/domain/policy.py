@@ -504,6 +504,12 @@ def _metric_errors(
             errors.append(FieldError(f"{path}.{name}", f"does not apply to {metric.type}"))
     if metric.profile is not None and metric.type is not MetricType.CAPACITY:
         errors.append(FieldError(f"{path}.profile", f"does not apply to {metric.type}"))
+    if metric.type is MetricType.CAPACITY and metric.profile is None:
+        errors.append(FieldError(
+            f"{path}.profile",
+            "is required: the measured performance of one replica of this model and engine "
+            "(a bundled profile such as h200-llama3.1-8b-fp8-tp1, or a Dynamo profile directory)",
+        ))  # fmt: skip
     if metric.type is MetricType.TTFT and slo.ttft_ms is None:
         errors.append(FieldError("spec.slo.ttftMs", "is required by the TTFT metric"))
     if metric.type is MetricType.ITL and slo.itl_ms is None:

@@ -30,6 +30,7 @@ from pdscaler.domain.policy import (
     PolicySpec,
     PoolSpec,
     Role,
+    SelectPolicy,
 )
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.reasons import Reason
@@ -37,8 +38,8 @@ from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
 from pdscaler.engine.coordinate import Pair, coordinate_budget, coordinate_ratio
 from pdscaler.engine.gate import gate_recommendation
 from pdscaler.engine.guard import consolidate, consolidation_floor, guard_slo
-from pdscaler.engine.history import PoolHistory, Recommendation
-from pdscaler.engine.limits import limit_replicas
+from pdscaler.engine.history import PoolHistory, Recommendation, ScaleEvent
+from pdscaler.engine.limits import limit_replicas, scale_down_limit, scale_up_limit
 from pdscaler.engine.recommend import TOTALS, PoolView, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
 
@@ -60,6 +61,9 @@ class PoolDecision:
     recommendation: int | None  # what stabilization started from (None: held before it)
     steps: tuple[Step, ...]
     history: PoolHistory
+    # How far coordination may move this pool now: its rate policies and min/max allow
+    # no more (a held pool: only where it is).
+    bounds: tuple[int, int] | None = None
 
     @property
     def reason(self) -> str:
@@ -113,14 +117,18 @@ def decide_pool(
         inputs.profile,
         inputs.forecast,
     )
-    steps = [_recommend(view)]
-    usable = len(view.usable_types)
-    recommendation = steps[0].value if steps[0].reason != Reason.NO_RECOMMENDATION else None
+    recommended = _recommend(view)
+    steps = [s for s in (_outside_change(spec, inputs), recommended) if s is not None]
+    # Latency metrics only ever ask for more; that they are NaN with no traffic must not
+    # hold a pool up. They count for the gate only where nothing else sizes the pool.
+    sizing = [m for m in pool.metrics if m.type not in LATENCY] or pool.metrics
+    usable = sum(1 for m in sizing if m.type in view.usable_types)
+    recommendation = recommended.value if recommended.reason != Reason.NO_RECOMMENDATION else None
     gate = gate_recommendation(
         recommendation,
         current,
         usable,
-        len(pool.metrics),
+        len(sizing),
         inputs.history.metric_failures,
         pool.fallback,
     )
@@ -133,12 +141,15 @@ def decide_pool(
     return _stabilize_and_limit(pool, role, inputs, steps, now, gate.failures)
 
 
+LATENCY = frozenset({MetricType.TTFT, MetricType.ITL})
+
+
 def _hold(spec: PolicySpec, inputs: PoolInput, now: datetime) -> tuple[Step, PoolHistory] | None:
     """A pool that is paused, or whose size someone else just changed, holds."""
     current, history = inputs.state.spec_replicas, inputs.history
     if spec.mode is Mode.PAUSED:
         return Step("mode", current, Reason.PAUSED, "policy is paused"), history
-    if history.last_applied is None or history.last_applied == current:
+    if _outside_change(spec, inputs) is None:
         return None
     since = history.external_since or now
     history = replace(history, external_since=since)
@@ -153,6 +164,16 @@ def _hold(spec: PolicySpec, inputs: PoolInput, now: datetime) -> tuple[Step, Poo
         return step, history
     # Reconciling, or the respect period is over: decide as usual from the outside size.
     return None
+
+
+def _outside_change(spec: PolicySpec, inputs: PoolInput) -> Step | None:
+    """A size pdscaler did not set. In shadow mode pdscaler sets nothing: it only watches."""
+    current, last = inputs.state.spec_replicas, inputs.history.last_applied
+    if spec.mode is Mode.SHADOW or last is None or last == current:
+        return None
+    action = spec.external_changes.action
+    return Step("mode", current, Reason.EXTERNAL_CHANGE,
+                f"target runs {current}, pdscaler last set {last}; {action}")  # fmt: skip
 
 
 def _recommend(view: PoolView) -> Step:
@@ -221,33 +242,53 @@ def _stabilize_and_limit(
         metric_failures=failures,
         last_applied=current,
     )
-    return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history)
+    desired = steps[-1].value
+    bounds = _bounds(pool, current, desired, history.scale_events, now)
+    return PoolDecision(role, current, desired, recommendation, tuple(steps), history, bounds)
+
+
+def _bounds(
+    pool: PoolSpec, current: int, desired: int, events: tuple[ScaleEvent, ...], now: datetime
+) -> tuple[int, int]:
+    """The sizes the rate policies and min/max allow this tick (including ``desired``)."""
+    up, down = pool.scale_up_rules, pool.scale_down_rules
+    highest = (
+        current
+        if up.select_policy is SelectPolicy.DISABLED
+        else min(pool.max_replicas, max(scale_up_limit(current, events, up, now), current))
+    )
+    lowest = (
+        current
+        if down.select_policy is SelectPolicy.DISABLED
+        else max(pool.min_replicas, min(scale_down_limit(current, events, down, now), current))
+    )
+    return min(lowest, desired), max(highest, desired)
 
 
 def _coordinate(spec: PolicySpec, prefill: PoolDecision, decode: PoolDecision) -> PairDecision:
     current = Pair(prefill.current_replicas, decode.current_replicas)
     desired = Pair(prefill.desired_replicas, decode.desired_replicas)
-    # A pool that held (an outside change being respected) is not moved by coordination.
-    pools = [
-        _fixed(spec.pool(d.role), d) if d.recommendation is None else spec.pool(d.role)
-        for d in (prefill, decode)
-    ]
     extra_p: list[Step] = []
     extra_d: list[Step] = []
-    for step in (coordinate_ratio, coordinate_budget):
-        result = step(desired, current, pools[0], pools[1], spec.coordination)
-        if result is not None:
-            desired, step_p, step_d = result
-            extra_p.append(step_p)
-            extra_d.append(step_d)
+    coordination = spec.coordination
+    if coordination.prefill_to_decode_ratio is not None or coordination.gpu_budget is not None:
+        # Coordination moves a pool only as far as its own rate policies allow this tick;
+        # a pool that held (an outside change being respected) it does not move at all.
+        pools = [_bounded(spec.pool(d.role), d) for d in (prefill, decode)]
+        for step in (coordinate_ratio, coordinate_budget):
+            result = step(desired, current, pools[0], pools[1], coordination)
+            if result is not None:
+                desired, step_p, step_d = result
+                extra_p.append(step_p)
+                extra_d.append(step_d)
     _append(extra_p, _pause(spec, desired.prefill, current.prefill))
     _append(extra_d, _pause(spec, desired.decode, current.decode))
     return PairDecision(_extend(prefill, extra_p), _extend(decode, extra_d))
 
 
-def _fixed(pool: PoolSpec, decision: PoolDecision) -> PoolSpec:
-    size = decision.current_replicas
-    return pool.model_copy(update={"min_replicas": size, "max_replicas": size})
+def _bounded(pool: PoolSpec, decision: PoolDecision) -> PoolSpec:
+    lowest, highest = decision.bounds or (decision.current_replicas, decision.current_replicas)
+    return pool.model_copy(update={"min_replicas": lowest, "max_replicas": highest})
 
 
 def _pause(spec: PolicySpec, value: int, current: int) -> Step | None:

@@ -32,6 +32,10 @@ def gate_recommendation(
     """Apply the gate to ``recommendation`` given how many of ``total`` metrics were usable."""
     if usable == total and recommendation is not None:
         return GateResult(Step("gate", recommendation, Reason.METRICS_OK, ""), 0)
+    if usable == total:  # every metric could be read, and none asked for a change
+        return GateResult(
+            Step("gate", current_replicas, Reason.METRICS_OK, "no metric asks for a change"), 0
+        )
     failures = failures_before + 1
     if fallback is not None and failures >= fallback.failure_threshold:
         value = max(current_replicas, fallback.replicas, recommendation or 0)

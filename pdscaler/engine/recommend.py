@@ -28,7 +28,11 @@ NEEDS: Mapping[tuple[MetricType, Role], tuple[SignalName, ...]] = {
     **{(MetricType.KV_CACHE_UTILIZATION, r): (S.KV_CACHE_UTILIZATION,) for r in Role},
     **{(MetricType.TTFT, r): (S.TTFT_MS,) for r in Role},
     **{(MetricType.ITL, r): (S.ITL_MS,) for r in Role},
-    (MetricType.CAPACITY, Role.PREFILL): (S.ARRIVAL_RATE, S.MEAN_INPUT_LENGTH),
+    (MetricType.CAPACITY, Role.PREFILL): (
+        S.ARRIVAL_RATE,
+        S.MEAN_INPUT_LENGTH,
+        S.QUEUED_PREFILL_TOKENS,
+    ),
     (MetricType.CAPACITY, Role.DECODE): (
         S.OUTPUT_TOKEN_RATE,
         S.RUNNING_REQUESTS,

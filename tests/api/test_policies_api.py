@@ -279,3 +279,14 @@ def test_recreated_policy_has_a_new_creation_time(client: TestClient, clock: Fak
 
     created = client.get(URL, headers=EDITOR).json()["metadata"]["creationTimestamp"]
     assert created.startswith("2026-03-01T13:00:00")
+
+
+def test_an_unknown_capacity_profile_is_refused_on_save(client: TestClient) -> None:
+    doc = policy_doc({"spec": {"prefill": {"metrics": [
+        {"type": "Capacity", "profile": "/nowhere/profile"}]}}})  # fmt: skip
+
+    response = client.post("/v1/policies", json=doc, headers=EDITOR)
+
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "spec.prefill.metrics[0].profile"
+    assert client.get("/v1/policies", headers=EDITOR).json()["items"] == []

@@ -11,11 +11,13 @@ import pytest
 from pdscaler.control.clock import FakeClock
 from pdscaler.domain.decision import DecisionStatus
 from pdscaler.domain.errors import Conflict, Unavailable
-from pdscaler.domain.policy import Role
+from pdscaler.domain.policy import Role, parse_policy
 from pdscaler.domain.reasons import Reason
+from pdscaler.domain.versioning import ChangeKind
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionFilter
 from tests.control.harness import Harness
+from tests.factories import policy_doc
 
 P, D = Role.PREFILL, Role.DECODE
 NO_DOWN_WINDOW = {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}
@@ -244,7 +246,7 @@ def test_external_change_is_respected_for_its_period(h: Harness) -> None:
 
     # The period is over: decided as usual again, and every recommendation of the last
     # 300 s said 2, so the stabilization window does not hold the scale-down back.
-    assert h.reasons(P)[0] == Reason.TARGET_TRACKING
+    assert h.reasons(P)[:2] == [Reason.EXTERNAL_CHANGE, Reason.TARGET_TRACKING]
     assert h.replicas(P) == 2
 
 
@@ -261,6 +263,25 @@ def test_external_change_reconciled_when_the_policy_says_so(h: Harness) -> None:
     h.tick()
 
     assert h.replicas(P) == 2
+    assert h.reasons(P)[0] == Reason.EXTERNAL_CHANGE
+    assert "pdscaler last set 2" in h.last(P).record.steps[0].message
+
+
+def test_shadow_mode_watches_outside_changes_without_holding(h: Harness) -> None:
+    h.add_policy({"spec": {"mode": "shadow"}}, prefill=2)
+    h.observe(P, queuedPrefillTokens=20_000)
+    h.observe(D, kvCacheUtilization=0.75)
+    h.tick()
+
+    h.actuator.set_replicas("inference", "llama-prefill", 6)  # another autoscaler acts
+    h.observe(P, queuedPrefillTokens=20_000)
+    h.observe(D, kvCacheUtilization=0.75)
+    h.tick()
+
+    assert h.reasons(P)[0] == Reason.TARGET_TRACKING
+    # What pdscaler would run: the load needs 2, and every recommendation in the window said 2.
+    assert h.last(P).record.desired_replicas == 2
+    assert h.actuator.writes == []
 
 
 def test_restart_mid_window_decides_as_without_restart(db: Database, clock: FakeClock) -> None:
@@ -341,3 +362,26 @@ def test_an_actuator_bug_fails_only_its_policy(h: Harness) -> None:
 
     assert h.replicas(P, "good") == 5
     assert "KeyError" in (h.last(P, "buggy").record.error or "")
+
+
+def test_a_policy_that_cannot_be_decided_fails_alone(h: Harness) -> None:
+    h.add_policy(name="good", prefill=2)
+    h.add_policy(name="bad", prefill=2)
+    for name in ("good", "bad"):
+        h.observe(P, name, queuedPrefillTokens=80_000)
+        h.observe(D, name, kvCacheUtilization=0.75)
+
+    def profile_for(ref: str | None) -> None:
+        raise ValueError("no such profile")
+
+    h.controller._config.profile_for = profile_for  # type: ignore[assignment]
+    bad = policy_doc({"spec": {"prefill": {
+        "metrics": [{"type": "Capacity", "profile": "nope"}],
+        "scaleTargetRef": {"name": "bad-prefill"}}, "decode": {
+        "scaleTargetRef": {"name": "bad-decode"}}}}, name="bad")  # fmt: skip
+    h.policies.change("inference", "bad", ChangeKind.UPDATE, lambda _: parse_policy(bad),
+                      expected_version=None, author="t", comment="", now=h.clock.now())  # fmt: skip
+    h.tick()
+
+    assert h.replicas(P, "good") == 5
+    assert "no such profile" in (h.last(P, "bad").record.error or "")
