@@ -188,9 +188,8 @@ class PrometheusSource:
         for job in jobs:
             if job.signal is None:
                 continue
-            answer = answers[id(job)]
-            for pool in job.pools:
-                signals[pool.key][job.signal] = self._grade(job, pool, answer, freshness, now)
+            for key, signal in self._grade(job, answers[id(job)], freshness, now).items():
+                signals[key][job.signal] = signal
         return {key: PoolSignals(values) for key, values in signals.items()}
 
     def history(
@@ -323,17 +322,23 @@ class PrometheusSource:
     def _grade(
         self,
         job: _Job,
-        pool: PoolQuery,
         answer: list[Series] | str,
         freshness: Mapping[PoolKey, datetime],
         now: datetime,
-    ) -> Signal:
+    ) -> dict[PoolKey, Signal]:
+        """Each pool's signal from one answer, split by pool once."""
         if isinstance(answer, str):
-            return Signal.missing(Quality.ERROR, answer)
+            failed = Signal.missing(Quality.ERROR, answer)
+            return {pool.key: failed for pool in job.pools}
         if job.signal is SignalName.GPU_UTILIZATION:
-            return _gpu(pool, answer, now)
-        mine = _split(job.group, answer).get(_identity(job.group, pool), [])
-        return grade(mine, freshness.get(pool.key), now, self._config.stale_after_s)
+            return _gpu(job.pools, answer, now)
+        split = _split(job.group, answer)
+        stale_after_s = self._config.stale_after_s
+        return {
+            pool.key: grade(split.get(_identity(job.group, pool), []), freshness.get(pool.key),
+                            now, stale_after_s)
+            for pool in job.pools
+        }  # fmt: skip
 
 
 def _with_default_selector(pool: PoolQuery) -> PoolQuery:
@@ -390,18 +395,29 @@ def _split(group: _Group, answer: Sequence[Series]) -> dict[tuple[str, ...], lis
     return split
 
 
-def _gpu(pool: PoolQuery, answer: Sequence[Series], now: datetime) -> Signal:
-    """GPU utilisation of the pods named after the pool's scale target, averaged."""
-    prefix = pool.pool.scale_target_ref.name + "-"
-    values = [
-        float(s["value"][1])
-        for s in answer
-        if s["metric"].get("namespace") == pool.key.namespace
-        and s["metric"].get("pod", "").startswith(prefix)
-    ]
-    if not values:
-        return Signal.missing(Quality.EMPTY)
-    return Signal.fresh(sum(values) / len(values), now)
+def _gpu(
+    pools: Sequence[PoolQuery], answer: Sequence[Series], now: datetime
+) -> dict[PoolKey, Signal]:
+    """GPU utilisation of the pods named after each pool's scale target, averaged.
+
+    Pods are named "<target>-<suffix>" with up to two suffixes (Deployment: hash and id;
+    StatefulSet: ordinal; LeaderWorkerSet: group and index), so each series is matched by
+    stripping suffixes and looking the rest up, not by comparing every pod with every pool.
+    """
+    by_target = {(p.key.namespace, p.pool.scale_target_ref.name): p.key for p in pools}
+    values: dict[PoolKey, list[float]] = defaultdict(list)
+    for series in answer:
+        namespace, pod = series["metric"].get("namespace", ""), series["metric"].get("pod", "")
+        parts = pod.split("-")
+        for cut in (1, 2):
+            key = by_target.get((namespace, "-".join(parts[:-cut])))
+            if key is not None:
+                values[key].append(float(series["value"][1]))
+                break
+    return {
+        p.key: Signal.fresh(sum(v) / len(v), now) if (v := values.get(p.key)) else Signal.missing()
+        for p in pools
+    }
 
 
 _REGEX_SPECIAL = re.compile(r"([.+*?()\[\]{}|^$\\])")
