@@ -58,9 +58,8 @@ def build_database(settings: Settings) -> Database:
 def build_backends(settings: Settings) -> Backends:
     """The production metrics source and actuator named by the settings."""
     raise SettingsError(
-        "PDSCALER_LOOP__ENABLED: this release has no production metrics source or actuator "
-        "yet (Prometheus and Kubernetes come next); run the loop from code with your own "
-        "Backends, or leave the loop disabled"
+        "PDSCALER_LOOP__ENABLED: this release reads Prometheus but has no Kubernetes "
+        "actuator yet; run the loop from code with your own Backends, or leave it disabled"
     )
 
 
@@ -132,6 +131,11 @@ def build_services(
         return None if health.healthy else health.message
 
     source = prometheus_source(settings.prometheus)
+    policies = policies or PolicyStore(db)
+
+    def warnings() -> list[str]:
+        engines = {p.policy.spec.engine.value for p in policies.all()} - {"custom"}
+        return source.problems(engines) if engines else []
 
     def check_policy(policy: Policy) -> list[FieldError]:
         errors = _profile_errors(policy)
@@ -141,7 +145,7 @@ def build_services(
 
     return Services(
         db=db,
-        policies=policies or PolicyStore(db),
+        policies=policies,
         decisions=decisions or DecisionStore(db),
         tokens=TokenRegistry(settings.api.tokens, anonymous_reads=settings.api.anonymous_reads),
         cursors=CursorCodec(settings.api.cursor_secret.get_secret_value().encode()),
@@ -149,6 +153,7 @@ def build_services(
         check_schema=check_schema,
         loop_problem=loop_problem,
         check_policy=check_policy,
+        readiness_warnings=warnings if loop is not None else lambda: [],
     )
 
 

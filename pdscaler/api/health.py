@@ -25,4 +25,4 @@ def readyz(svc: Svc) -> Readiness:
     problem = svc.loop_problem()
     if problem is not None:
         raise Unavailable(f"control loop: {problem}")
-    return Readiness(status="ready", schema_revision=revision)
+    return Readiness(status="ready", schema_revision=revision, warnings=svc.readiness_warnings())

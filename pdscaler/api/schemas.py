@@ -207,3 +207,4 @@ class Health(Schema):
 class Readiness(Schema):
     status: Literal["ready"]
     schema_revision: str
+    warnings: list[str] = []  # e.g. metric families no alias was found for

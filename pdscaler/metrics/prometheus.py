@@ -114,13 +114,22 @@ class PrometheusSource:
         return chosen
 
     def problems(self, engines: Iterable[str]) -> list[str]:
-        """Families that no alias could be found for, per preset in use."""
+        """Families that no alias could be found for, per preset in use, as last probed.
+
+        Asks Prometheus nothing (readiness must not wait on it): before the first probe the
+        answer is that nothing is known yet.
+        """
+        if self._names is None:
+            return ["metric names not probed yet (Prometheus not reached so far)"]
         problems = []
         for engine in sorted(set(engines)):
+            if engine not in ENGINES:
+                problems.append(f"{engine}: no metric preset; use engine dynamo or custom")
+                continue
             preset = load_preset(engine)
             missing = [
                 f"{key} (tried {', '.join(preset.families[key].names)})"
-                for key, name in self.chosen(preset).items()
+                for key, name in self._choose(preset).items()
                 if name is None
             ]
             if missing:
@@ -229,6 +238,7 @@ class PrometheusSource:
     ) -> tuple[list[_Job], dict[PoolKey, dict[SignalName, Signal]]]:
         pools = [_with_default_selector(p) for p in pools]
         groups: dict[_Group, list[PoolQuery]] = defaultdict(list)
+        absent: dict[PoolKey, dict[SignalName, Signal]] = defaultdict(dict)
         custom: dict[tuple[_Group, SignalName], list[PoolQuery]] = defaultdict(list)
         for pool in pools:
             keys = tuple(sorted(pool.selector))
@@ -236,10 +246,13 @@ class PrometheusSource:
                 for signal, template in pool.queries.items():
                     group = _Group("custom", keys, template)
                     custom[(group, SignalName(signal))].append(pool)
-            else:
+            elif pool.engine.value in ENGINES:
                 groups[_Group(pool.engine.value, keys)].append(pool)
+            else:
+                detail = (f"no metric preset for engine {pool.engine.value}: use engine dynamo "
+                          "(TensorRT-LLM behind Dynamo) or custom")  # fmt: skip
+                absent[pool.key] = {s: Signal.missing(Quality.ERROR, detail) for s in SignalName}
         jobs: list[_Job] = []
-        absent: dict[PoolKey, dict[SignalName, Signal]] = defaultdict(dict)
         for group, members in groups.items():
             jobs += self._preset_jobs(group, members, absent)
         for (group, signal), members in custom.items():
@@ -343,7 +356,7 @@ class PrometheusSource:
 
 def _with_default_selector(pool: PoolQuery) -> PoolQuery:
     """A pool without a selector is told apart by its preset's role label."""
-    if pool.selector or pool.queries:
+    if pool.selector or pool.queries or pool.engine.value not in ENGINES:
         return pool
     role_label = load_preset(pool.engine.value).role_label
     if role_label is None:

@@ -18,6 +18,7 @@ def test_healthz_and_readyz(client: TestClient) -> None:
     assert client.get("/readyz").json() == {
         "status": "ready",
         "schemaRevision": migrate.head_revision(),
+        "warnings": [],
     }
 
 

@@ -408,3 +408,26 @@ def test_pools_are_keyed_by_policy(namespace: str) -> None:
 
     assert query.key == PoolKey(namespace, "llama", P)
     assert query.ttft_quantile == 0.9
+
+
+def test_an_engine_without_a_preset_fails_alone(
+    source: PrometheusSource, fleet: FakeFleet, namespace: str
+) -> None:
+    vllm_pod(fleet, namespace, "llama-prefill-0", P).set("vllm:num_requests_waiting", 1)
+    queries = pools(policy(namespace), policy(namespace, "trt", {"spec": {"engine": "trtllm"}}))
+
+    seen = eventually(lambda: source.observe(queries, now()),
+                      lambda s: s[queries[0].key].get(S.QUEUED_REQUESTS).value == 1)  # fmt: skip
+
+    trt = seen[queries[2].key].get(S.QUEUED_REQUESTS)
+    assert trt.quality is Quality.ERROR
+    assert "no metric preset for engine trtllm" in (trt.detail or "")
+    assert source.problems(["trtllm"]) == ["trtllm: no metric preset; use engine dynamo or custom"]
+
+
+def test_problems_before_any_probe_say_so(silent_server: str) -> None:
+    source = source_for(silent_server, SourceConfig(timeout_s=0.3))
+
+    assert source.problems(["vllm"]) == [
+        "metric names not probed yet (Prometheus not reached so far)"
+    ]
