@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -213,6 +214,13 @@ class PoolSpec(_Model):
     @functools.cached_property
     def scale_up_rules(self) -> HPAScalingRules:
         return effective_rules(self.behavior.scale_up if self.behavior else None, DEFAULT_SCALE_UP)
+
+    @functools.cached_property
+    def windows(self) -> tuple[timedelta, timedelta, timedelta]:
+        """Scale-up and scale-down stabilization windows, and how long to remember."""
+        up = timedelta(seconds=self.scale_up_rules.stabilization_window_seconds or 0)
+        down = timedelta(seconds=self.scale_down_rules.stabilization_window_seconds or 0)
+        return up, down, max(up, down, timedelta(seconds=1))
 
     @functools.cached_property
     def scale_down_rules(self) -> HPAScalingRules:

@@ -1,8 +1,9 @@
 """Coordination of a prefill/decode pair: the ratio band, then the shared GPU budget.
 
-The band is kept by raising the lagging pool (up to its maxReplicas); if that cannot
-close the gap, the leading pool is held back (not below its minReplicas, nor below its
-current size: the band never removes serving capacity). The budget comes last and wins:
+The band is kept by raising the lagging pool (as far as its rate policies and
+maxReplicas allow this tick); if that cannot close the gap, the leading pool is held
+back (not below its minReplicas, nor below its current size: the band never removes
+serving capacity). The budget comes last and wins:
 it cuts increases only, by ``coordination.priority``, and never shrinks a pool below
 the size it runs now.
 """
@@ -23,8 +24,16 @@ class Pair:
     decode: int
 
 
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The sizes a pool may take this tick: its rate policies and min/max allow no more."""
+
+    lowest: int
+    highest: int
+
+
 def coordinate_ratio(
-    desired: Pair, current: Pair, prefill: PoolSpec, decode: PoolSpec, coordination: Coordination
+    desired: Pair, current: Pair, prefill: Bounds, decode: Bounds, coordination: Coordination
 ) -> tuple[Pair, Step, Step] | None:
     band = coordination.prefill_to_decode_ratio
     if band is None:
@@ -32,14 +41,14 @@ def coordinate_ratio(
     p, d = desired.prefill, desired.decode
     message = "within the ratio band"
     if p < band.min * d:
-        p = min(prefill.max_replicas, math.ceil(band.min * d - 1e-9))
-        if p < band.min * d:  # prefill is at its max: hold decode back
-            d = max(decode.min_replicas, current.decode, math.floor(p / band.min + 1e-9))
+        p = min(prefill.highest, math.ceil(band.min * d - 1e-9))
+        if p < band.min * d:  # prefill can grow no further: hold decode back
+            d = max(decode.lowest, current.decode, math.floor(p / band.min + 1e-9))
         message = f"prefill/decode kept at or above {band.min}"
     elif d > 0 and p > band.max * d:
-        d = min(decode.max_replicas, math.ceil(p / band.max - 1e-9))
+        d = min(decode.highest, math.ceil(p / band.max - 1e-9))
         if p > band.max * d:
-            p = max(prefill.min_replicas, current.prefill, math.floor(band.max * d + 1e-9))
+            p = max(prefill.lowest, current.prefill, math.floor(band.max * d + 1e-9))
         message = f"prefill/decode kept at or below {band.max}"
     return (
         Pair(p, d),
@@ -51,6 +60,7 @@ def coordinate_ratio(
 def coordinate_budget(
     desired: Pair, current: Pair, prefill: PoolSpec, decode: PoolSpec, coordination: Coordination
 ) -> tuple[Pair, Step, Step] | None:
+    """Cut increases to fit the GPU budget (it only ever lowers a desired count)."""
     budget = coordination.gpu_budget
     if budget is None:
         return None

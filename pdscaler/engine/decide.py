@@ -35,10 +35,10 @@ from pdscaler.domain.policy import (
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.reasons import Reason
 from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
-from pdscaler.engine.coordinate import Pair, coordinate_budget, coordinate_ratio
+from pdscaler.engine.coordinate import Bounds, Pair, coordinate_budget, coordinate_ratio
 from pdscaler.engine.gate import gate_recommendation
 from pdscaler.engine.guard import consolidate, consolidation_floor, guard_slo
-from pdscaler.engine.history import PoolHistory, Recommendation, ScaleEvent
+from pdscaler.engine.history import PoolHistory, Recommendation
 from pdscaler.engine.limits import limit_replicas, scale_down_limit, scale_up_limit
 from pdscaler.engine.recommend import TOTALS, PoolView, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
@@ -61,9 +61,6 @@ class PoolDecision:
     recommendation: int | None  # what stabilization started from (None: held before it)
     steps: tuple[Step, ...]
     history: PoolHistory
-    # How far coordination may move this pool now: its rate policies and min/max allow
-    # no more (a held pool: only where it is).
-    bounds: tuple[int, int] | None = None
 
     @property
     def reason(self) -> str:
@@ -94,7 +91,7 @@ def decide(
     }
     if spec.mode is Mode.PAUSED:
         return PairDecision(pools[Role.PREFILL], pools[Role.DECODE])
-    return _coordinate(spec, pools[Role.PREFILL], pools[Role.DECODE])
+    return _coordinate(spec, pools[Role.PREFILL], pools[Role.DECODE], now)
 
 
 def decide_pool(
@@ -149,7 +146,7 @@ def _hold(spec: PolicySpec, inputs: PoolInput, now: datetime) -> tuple[Step, Poo
     current, history = inputs.state.spec_replicas, inputs.history
     if spec.mode is Mode.PAUSED:
         return Step("mode", current, Reason.PAUSED, "policy is paused"), history
-    if _outside_change(spec, inputs) is None:
+    if spec.mode is Mode.SHADOW or history.last_applied in (None, current):
         return None
     since = history.external_since or now
     history = replace(history, external_since=since)
@@ -183,7 +180,7 @@ def _recommend(view: PoolView) -> Step:
             "recommend", view.state.spec_replicas, Reason.NO_RECOMMENDATION, "no metric could vote"
         )
     best = max(votes, key=lambda v: v.replicas)
-    others = ", ".join(f"{v.metric}={v.replicas}" for v in votes if v is not best)
+    others = ", ".join(f"{v.metric.value}={v.replicas}" for v in votes if v is not best)
     message = best.message + (f" (others: {others})" if others else "")
     return Step("recommend", best.replicas, best.reason, message)
 
@@ -211,8 +208,7 @@ def _stabilize_and_limit(
     current = inputs.state.spec_replicas
     recommendation = steps[-1].value
     up, down = pool.scale_up_rules, pool.scale_down_rules
-    up_window = timedelta(seconds=up.stabilization_window_seconds or 0)
-    down_window = timedelta(seconds=down.stabilization_window_seconds or 0)
+    up_window, down_window, keep = pool.windows
     history = inputs.history
     steps.append(
         stabilize_recommendation(
@@ -231,7 +227,6 @@ def _stabilize_and_limit(
             now,
         )
     )
-    keep = max(up_window, down_window, timedelta(seconds=1))
     # The size the target runs now is known and accepted from here on: a later difference
     # that pdscaler did not write is someone else's change.
     history = PoolHistory(
@@ -242,53 +237,50 @@ def _stabilize_and_limit(
         metric_failures=failures,
         last_applied=current,
     )
-    desired = steps[-1].value
-    bounds = _bounds(pool, current, desired, history.scale_events, now)
-    return PoolDecision(role, current, desired, recommendation, tuple(steps), history, bounds)
+    return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history)
 
 
-def _bounds(
-    pool: PoolSpec, current: int, desired: int, events: tuple[ScaleEvent, ...], now: datetime
-) -> tuple[int, int]:
-    """The sizes the rate policies and min/max allow this tick (including ``desired``)."""
-    up, down = pool.scale_up_rules, pool.scale_down_rules
-    highest = (
-        current
-        if up.select_policy is SelectPolicy.DISABLED
-        else min(pool.max_replicas, max(scale_up_limit(current, events, up, now), current))
-    )
-    lowest = (
-        current
-        if down.select_policy is SelectPolicy.DISABLED
-        else max(pool.min_replicas, min(scale_down_limit(current, events, down, now), current))
-    )
-    return min(lowest, desired), max(highest, desired)
-
-
-def _coordinate(spec: PolicySpec, prefill: PoolDecision, decode: PoolDecision) -> PairDecision:
+def _coordinate(
+    spec: PolicySpec, prefill: PoolDecision, decode: PoolDecision, now: datetime
+) -> PairDecision:
     current = Pair(prefill.current_replicas, decode.current_replicas)
     desired = Pair(prefill.desired_replicas, decode.desired_replicas)
     extra_p: list[Step] = []
     extra_d: list[Step] = []
     coordination = spec.coordination
-    if coordination.prefill_to_decode_ratio is not None or coordination.gpu_budget is not None:
-        # Coordination moves a pool only as far as its own rate policies allow this tick;
-        # a pool that held (an outside change being respected) it does not move at all.
-        pools = [_bounded(spec.pool(d.role), d) for d in (prefill, decode)]
-        for step in (coordinate_ratio, coordinate_budget):
-            result = step(desired, current, pools[0], pools[1], coordination)
-            if result is not None:
-                desired, step_p, step_d = result
-                extra_p.append(step_p)
-                extra_d.append(step_d)
+    ratio = None
+    if coordination.prefill_to_decode_ratio is not None:
+        prefill_bounds = _bounds(spec.prefill, prefill, now)
+        decode_bounds = _bounds(spec.decode, decode, now)
+        ratio = coordinate_ratio(desired, current, prefill_bounds, decode_bounds, coordination)
+    budget = coordinate_budget(
+        ratio[0] if ratio else desired, current, spec.prefill, spec.decode, coordination
+    )
+    for result in (ratio, budget):
+        if result is not None:
+            desired, step_p, step_d = result
+            extra_p.append(step_p)
+            extra_d.append(step_d)
     _append(extra_p, _pause(spec, desired.prefill, current.prefill))
     _append(extra_d, _pause(spec, desired.decode, current.decode))
     return PairDecision(_extend(prefill, extra_p), _extend(decode, extra_d))
 
 
-def _bounded(pool: PoolSpec, decision: PoolDecision) -> PoolSpec:
-    lowest, highest = decision.bounds or (decision.current_replicas, decision.current_replicas)
-    return pool.model_copy(update={"min_replicas": lowest, "max_replicas": highest})
+def _bounds(pool: PoolSpec, decision: PoolDecision, now: datetime) -> Bounds:
+    """How far coordination may move a pool this tick: as far as its rate policies and
+    min/max allow (and its own desired count); a pool that held, not at all."""
+    current, desired = decision.current_replicas, decision.desired_replicas
+    if decision.recommendation is None:
+        return Bounds(current, current)
+    up, down = pool.scale_up_rules, pool.scale_down_rules
+    events = decision.history.scale_events
+    highest = current
+    if up.select_policy is not SelectPolicy.DISABLED:
+        highest = min(pool.max_replicas, max(scale_up_limit(current, events, up, now), current))
+    lowest = current
+    if down.select_policy is not SelectPolicy.DISABLED:
+        lowest = max(pool.min_replicas, min(scale_down_limit(current, events, down, now), current))
+    return Bounds(min(lowest, desired), max(highest, desired))
 
 
 def _pause(spec: PolicySpec, value: int, current: int) -> Step | None:

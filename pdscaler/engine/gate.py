@@ -8,15 +8,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from pdscaler.domain.decision import Step
 from pdscaler.domain.policy import Fallback
 from pdscaler.domain.reasons import Reason
 
 
-@dataclass(frozen=True, slots=True)
-class GateResult:
+class GateResult(NamedTuple):
     step: Step
     failures: int  # ticks in a row with unusable metrics, this one included
 

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Recommendation:
+class Recommendation(NamedTuple):
     """A recommendation before stabilization, as HPA keeps them."""
 
     at: datetime
     replicas: int
 
 
-@dataclass(frozen=True, slots=True)
-class ScaleEvent:
+class ScaleEvent(NamedTuple):
     """A change of replicas that was applied: positive up, negative down."""
 
     at: datetime

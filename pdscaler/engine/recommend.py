@@ -11,11 +11,12 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pdscaler.domain.policy import MetricSpec, MetricType, PoolSpec, Role, Slo
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.reasons import Reason
-from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
+from pdscaler.domain.signals import PoolSignals, Quality, ScaleState, SignalName
 from pdscaler.engine.capacity import CapacityEstimate, decode_replicas, prefill_replicas
 
 S = SignalName
@@ -47,8 +48,7 @@ TOTALS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Vote:
+class Vote(NamedTuple):
     """One metric's replica count. Its words are written only if it wins."""
 
     metric: MetricType
@@ -88,10 +88,14 @@ class PoolView:
         forecast: Mapping[SignalName, float] | None = None,
     ) -> PoolView:
         oldest = now - timedelta(seconds=max_age_s)
-        values = {
+        fresh = Quality.FRESH
+        values = {  # Signal.usable_after, inlined: this runs for every signal of every pool
             name: signal.value
             for name, signal in signals.signals.items()
-            if signal.value is not None and signal.usable_after(oldest)
+            if signal.quality is fresh
+            and signal.value is not None
+            and signal.sampled_at is not None
+            and signal.sampled_at >= oldest
         }
         usable = frozenset(
             m.type for m in pool.metrics if all(n in values for n in NEEDS[(m.type, role)])
