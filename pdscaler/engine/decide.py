@@ -295,7 +295,14 @@ def _extend(decision: PoolDecision, steps: list[Step]) -> PoolDecision:
     if not steps or decision.recommendation is None:
         return decision
     all_steps = decision.steps + tuple(steps)
-    return replace(decision, steps=all_steps, desired_replicas=all_steps[-1].value)
+    return PoolDecision(
+        decision.role,
+        decision.current_replicas,
+        all_steps[-1].value,
+        decision.recommendation,
+        all_steps,
+        decision.history,
+    )
 
 
 def _append(steps: list[Step], step: Step | None) -> None:

@@ -24,6 +24,8 @@ def changes_in_period(
     events: Sequence[ScaleEvent], now: datetime, period_s: int
 ) -> tuple[int, int]:
     """Replicas added and replicas removed within the last ``period_s`` seconds."""
+    if not events:
+        return 0, 0
     cutoff = now - timedelta(seconds=period_s)
     added = sum(e.change for e in events if e.at > cutoff and e.change > 0)
     removed = -sum(e.change for e in events if e.at > cutoff and e.change < 0)
