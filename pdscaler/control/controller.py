@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from pdscaler.control.ports import Actuator, Forecaster, MetricsSource
 from pdscaler.control.restore import rebuild
@@ -244,14 +245,7 @@ class Controller:
             and self._is_leader()
         )
         record = DecisionRecord(
-            tick_id=tick_id,
-            decided_at=now,
-            policy_namespace=policy.metadata.namespace,
-            policy_name=policy.metadata.name,
-            policy_version=version,
-            role=role,
-            target=_target(policy, role),
-            mode=policy.spec.mode,
+            **self._about(policy, version, role, tick_id, now),
             desired_replicas=decision.desired_replicas,
             current_replicas=state.spec_replicas,
             ready_replicas=state.ready_replicas,
@@ -262,26 +256,33 @@ class Controller:
             forecast={k.value: v for k, v in inputs.forecast.items()} if inputs.forecast else None,
             status=DecisionStatus.PENDING if act else DecisionStatus.SKIPPED,
             resource_version=state.resource_version,
-            leader_identity=self._config.identity,
         )
         return _Planned(policy, version, role, record, decision, state, act)
+
+    def _about(
+        self, policy: Policy, version: int, role: Role, tick_id: str, now: datetime
+    ) -> dict[str, Any]:
+        """What every decision record says of the policy, the pool and this replica."""
+        return {
+            "tick_id": tick_id,
+            "decided_at": now,
+            "policy_namespace": policy.metadata.namespace,
+            "policy_name": policy.metadata.name,
+            "policy_version": version,
+            "role": role,
+            "target": _target(policy, role),
+            "mode": policy.spec.mode,
+            "leader_identity": self._config.identity,
+        }
 
     def _unreadable(
         self, policy: Policy, version: int, role: Role, error: PdscalerError, now: datetime
     ) -> _Planned:
         record = DecisionRecord(
-            tick_id=str(uuid.uuid4()),
-            decided_at=now,
-            policy_namespace=policy.metadata.namespace,
-            policy_name=policy.metadata.name,
-            policy_version=version,
-            role=role,
-            target=_target(policy, role),
-            mode=policy.spec.mode,
+            **self._about(policy, version, role, str(uuid.uuid4()), now),
             desired_replicas=None,
             status=DecisionStatus.FAILED,
             error=f"{error.code}: {error.message}",
-            leader_identity=self._config.identity,
         )
         return _Planned(policy, version, role, record, None, None, act=False)
 
