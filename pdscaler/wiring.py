@@ -6,11 +6,12 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
+from pdscaler.actuator.connect import kubernetes_actuator
 from pdscaler.api.app import create_app
 from pdscaler.api.auth import TokenRegistry
 from pdscaler.api.context import Services
 from pdscaler.api.cursor import CursorCodec
-from pdscaler.config import Settings, SettingsError
+from pdscaler.config import Settings
 from pdscaler.control.clock import SystemClock
 from pdscaler.control.controller import Controller, ControllerConfig
 from pdscaler.control.ports import Actuator, MetricsSource
@@ -21,6 +22,7 @@ from pdscaler.domain.policy import EnginePreset, Policy, Role
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
 from pdscaler.metrics.connect import prometheus_source
+from pdscaler.metrics.prometheus import PrometheusSource
 from pdscaler.profiles import DEFAULT_PROFILE, ProfileError, load_profile
 from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
@@ -56,10 +58,10 @@ def build_database(settings: Settings) -> Database:
 
 
 def build_backends(settings: Settings) -> Backends:
-    """The production metrics source and actuator named by the settings."""
-    raise SettingsError(
-        "PDSCALER_LOOP__ENABLED: this release reads Prometheus but has no Kubernetes "
-        "actuator yet; run the loop from code with your own Backends, or leave it disabled"
+    """Prometheus for signals, the Kubernetes API server for /scale."""
+    return Backends(
+        metrics=prometheus_source(settings.prometheus),
+        actuator=kubernetes_actuator(settings.kubernetes),
     )
 
 
@@ -98,12 +100,15 @@ def build_runtime(
     clock = clock or SystemClock()
     policies, decisions = PolicyStore(db), DecisionStore(db)
     loop = None
+    source = None
     if settings.loop.enabled:
-        controller = build_controller(
-            settings, policies, decisions, clock, backends or build_backends(settings)
-        )
+        backends = backends or build_backends(settings)
+        controller = build_controller(settings, policies, decisions, clock, backends)
         loop = Loop(controller, settings.loop.interval, clock)
-    services = build_services(settings, db, clock, policies, decisions, loop)
+        # Readiness reports what the loop's own source has found out about metric names.
+        if isinstance(backends.metrics, PrometheusSource):
+            source = backends.metrics
+    services = build_services(settings, db, clock, policies, decisions, loop, source)
     return Runtime(create_app(services, max_body_bytes=settings.api.max_body_bytes), loop)
 
 
@@ -118,6 +123,7 @@ def build_services(
     policies: PolicyStore | None = None,
     decisions: DecisionStore | None = None,
     loop: Loop | None = None,
+    source: PrometheusSource | None = None,
 ) -> Services:
     def check_schema() -> str:
         db.ping()
@@ -130,17 +136,19 @@ def build_services(
         health = loop.health()
         return None if health.healthy else health.message
 
-    source = prometheus_source(settings.prometheus)
+    checker = source or prometheus_source(settings.prometheus)
     policies = policies or PolicyStore(db)
 
     def warnings() -> list[str]:
+        if source is None:
+            return []
         engines = {p.policy.spec.engine.value for p in policies.all()} - {"custom"}
         return source.problems(engines) if engines else []
 
     def check_policy(policy: Policy) -> list[FieldError]:
         errors = _profile_errors(policy)
         if policy.spec.engine is EnginePreset.CUSTOM:
-            errors += source.check_queries(policy)
+            errors += checker.check_queries(policy)
         return errors
 
     return Services(
@@ -153,7 +161,7 @@ def build_services(
         check_schema=check_schema,
         loop_problem=loop_problem,
         check_policy=check_policy,
-        readiness_warnings=warnings if loop is not None else lambda: [],
+        readiness_warnings=warnings,
     )
 
 

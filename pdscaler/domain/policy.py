@@ -423,6 +423,9 @@ def semantic_errors(policy: Policy) -> list[FieldError]:
     return errors
 
 
+TEMPLATE_PLACEHOLDERS = frozenset({"sel", "match", "by", "w", "q", "namespaces"})
+
+
 def _query_errors(spec: PolicySpec) -> list[FieldError]:
     from pdscaler.domain.signals import SignalName  # late: signals imports this module
 
@@ -431,6 +434,13 @@ def _query_errors(spec: PolicySpec) -> list[FieldError]:
     if spec.queries and spec.engine is not EnginePreset.CUSTOM:
         return [FieldError("spec.queries", f"applies to engine custom only, not {spec.engine}")]
     errors = []
+    if spec.engine is EnginePreset.CUSTOM:
+        # The same query answers for both pools: only their selectors tell them apart.
+        unselected = [r for r in Role if not spec.pool(r).metrics_selector]
+        if unselected or spec.prefill.metrics_selector == spec.decode.metrics_selector:
+            role = (unselected or [Role.DECODE])[0]
+            message = "engine custom needs a different selector for each pool"
+            errors.append(FieldError(f"spec.{role.value}.metricsSelector", message))
     known = {s.value for s in SignalName}
     for name, template in (spec.queries or {}).items():
         path = f"spec.queries.{name}"
@@ -442,6 +452,9 @@ def _query_errors(spec: PolicySpec) -> list[FieldError]:
             errors.append(
                 FieldError(path, "must select with {{sel}} (or {{match}}) and group by {{by}}")
             )
+        elif unknown := set(re.findall(r"\{\{(\w+)\}\}", template)) - TEMPLATE_PLACEHOLDERS:
+            errors.append(FieldError(path, f"unknown placeholders {sorted(unknown)}; use "
+                                     f"{', '.join(sorted(TEMPLATE_PLACEHOLDERS))}"))  # fmt: skip
     return errors
 
 

@@ -171,6 +171,8 @@ class PrometheusSource:
                 errors.append(FieldError(field_name, f"unknown placeholder: {e}"))
                 continue
             except PrometheusApiClientException as e:
+                if not re.search(r"HTTP Status Code (400|422)\b", str(e)):
+                    raise Unavailable(f"cannot check the custom queries: {_short(e)}") from e
                 errors.append(FieldError(field_name, f"Prometheus refuses it: {_short(e)}"))
                 continue
             except requests.RequestException as e:
@@ -256,13 +258,31 @@ class PrometheusSource:
         for group, members in groups.items():
             jobs += self._preset_jobs(group, members, absent)
         for (group, signal), members in custom.items():
-            query = render(group.template, _values(group, members, self._window))
-            jobs.append(_Job(group, signal, query, members))
+            jobs += self._custom_jobs(group, signal, members, absent)
         if pools:
             jobs += self._gpu_job(pools)
         # Pools of the custom engine and those of presets with the same key shape do not
         # mix: their groups differ in engine or template.
         return jobs, absent
+
+    def _custom_jobs(
+        self,
+        group: _Group,
+        signal: SignalName,
+        members: list[PoolQuery],
+        absent: dict[PoolKey, dict[SignalName, Signal]],
+    ) -> list[_Job]:
+        values = _values(group, members, self._window)
+        jobs = []
+        for quantile, pools in _by_quantile(members, signal).items():
+            try:
+                query = render(group.template, {**values, "q": quantile})
+            except KeyError as e:  # a placeholder pdscaler does not fill: these pools only
+                for pool in pools:
+                    absent[pool.key][signal] = Signal.missing(Quality.ERROR, f"template: {e}")
+                continue
+            jobs.append(_Job(group, signal, query, pools))
+        return jobs
 
     def _preset_jobs(
         self,
@@ -355,13 +375,14 @@ class PrometheusSource:
 
 
 def _with_default_selector(pool: PoolQuery) -> PoolQuery:
-    """A pool without a selector is told apart by its preset's role label."""
-    if pool.selector or pool.queries or pool.engine.value not in ENGINES:
+    """A preset pool is told apart by its preset's role label, and by the labels the
+    policy adds (``metricsSelector``, which may also override the role label)."""
+    if pool.queries or pool.engine.value not in ENGINES:
         return pool
     role_label = load_preset(pool.engine.value).role_label
     if role_label is None:
         return pool
-    return replace(pool, selector={role_label: pool.key.role.value})
+    return replace(pool, selector={role_label: pool.key.role.value, **pool.selector})
 
 
 def _chunks(
@@ -378,11 +399,19 @@ def _chunks(
 def _values(group: _Group, pools: Sequence[PoolQuery], window: str) -> dict[str, str]:
     """The selector, matchers and grouping labels that cover every pool of a group."""
     labels = ("namespace", *group.keys)
-    matchers = [f'namespace=~"{_alternatives(sorted({p.key.namespace for p in pools}))}"']
+    namespaces = _alternatives(sorted({p.key.namespace for p in pools}))
+    matchers = [f'namespace=~"{namespaces}"']
     for key in group.keys:
         matchers.append(f'{key}=~"{_alternatives(sorted({p.selector[key] for p in pools}))}"')
     match = ",".join(matchers)
-    return {"sel": "{" + match + "}", "match": match, "by": ",".join(labels), "w": window}
+    return {
+        "sel": "{" + match + "}",
+        "match": match,
+        "by": ",".join(labels),
+        "w": window,
+        "q": "0.9",
+        "namespaces": namespaces,
+    }
 
 
 def _by_quantile(pools: Sequence[PoolQuery], signal: SignalName) -> dict[str, list[PoolQuery]]:

@@ -95,6 +95,14 @@ INVALID = [
     Invalid("queries for a preset engine",
             {"spec": {"queries": {"queuedRequests": "sum by ({{by}}) (x{{sel}})"}}},
             "spec.queries", "custom only"),
+    Invalid("custom engine without pool selectors",
+            {"spec": {"engine": "custom", "queries": {"queuedRequests":
+                                                      "sum by ({{by}}) (x{{sel}})"}}},
+            "spec.prefill.metricsSelector", "different selector for each pool"),
+    Invalid("query with a placeholder pdscaler does not fill",
+            {"spec": {"engine": "custom", "queries": {"queuedRequests":
+                                                      "sum by ({{by}}) (x{{sel}}[{{window}}])"}}},
+            "spec.queries.queuedRequests", "unknown placeholders ['window']"),
     Invalid("query for an unknown signal",
             {"spec": {"engine": "custom", "queries": {"vibes": "sum by ({{by}}) (x{{sel}})"}}},
             "spec.queries.vibes", "unknown signal"),

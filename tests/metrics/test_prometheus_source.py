@@ -32,8 +32,17 @@ def source_for(url: str, config: SourceConfig = CONFIG) -> PrometheusSource:
     return PrometheusSource(client, config)
 
 
+ROLE_SELECTORS = {"prefill": {"metricsSelector": {"role": "prefill"}},
+                  "decode": {"metricsSelector": {"role": "decode"}}}  # fmt: skip
+
+
 def policy(namespace: str, name: str = "llama", patch: dict[str, Any] | None = None) -> Policy:
     return parse_policy(policy_doc(patch, name=name, namespace=namespace))
+
+
+def custom(queries: dict[str, str]) -> dict[str, Any]:
+    """A custom-engine patch; its pools told apart by the role label."""
+    return {"spec": {"engine": "custom", "queries": queries, **ROLE_SELECTORS}}
 
 
 def pools(*policies: Policy) -> list[PoolQuery]:
@@ -244,9 +253,8 @@ def test_several_series_where_one_was_expected_is_an_error(
 ) -> None:
     for i in range(2):
         vllm_pod(fleet, namespace, f"llama-prefill-{i}", P)
-    custom = {"spec": {"engine": "custom", "queries": {
-        "queuedRequests": "max by ({{by}}, pod) (vllm:num_requests_waiting{{sel}})"}}}  # fmt: skip
-    queries = pools(policy(namespace, patch=custom))
+    several = custom({"queuedRequests": "max by ({{by}}, pod) (vllm:num_requests_waiting{{sel}})"})
+    queries = pools(policy(namespace, patch=several))
 
     seen = eventually(lambda: source.observe(queries, now())[queries[0].key],
                       lambda s: s.get(S.QUEUED_REQUESTS).quality is Quality.ERROR)  # fmt: skip
@@ -318,8 +326,7 @@ def test_a_hanging_prometheus_times_out(silent_server: str, namespace: str) -> N
 def test_a_query_prometheus_rejects_is_an_error(
     source: PrometheusSource, fleet: FakeFleet, namespace: str
 ) -> None:
-    broken = {"spec": {"engine": "custom", "queries": {
-        "queuedRequests": "sum by ({{by}}) (rate(vllm:num_requests_waiting{{sel}}))"}}}  # fmt: skip
+    broken = custom({"queuedRequests": "sum by ({{by}}) (rate(vllm:num_requests_waiting{{sel}}))"})
     queries = pools(policy(namespace, patch=broken))
 
     signal = source.observe(queries, now())[queries[0].key].get(S.QUEUED_REQUESTS)
@@ -341,22 +348,21 @@ def test_custom_queries_are_checked_when_a_policy_is_saved(
     bad = "sum by ({{by}}) (rate(vllm:num_requests_waiting{{sel}}))"
 
     def check(template: str) -> list[str]:
-        patch = {"spec": {"engine": "custom", "queries": {"queuedRequests": template}}}
+        patch = custom({"queuedRequests": template})
         return [
             f"{e.field}: {e.message}" for e in source.check_queries(policy(namespace, patch=patch))
         ]
 
     assert check(good) == []
     assert "Prometheus refuses it" in check(bad)[0]
-    assert "lacks the pool labels ['namespace']" in check(no_labels)[0]
+    assert "lacks the pool labels ['namespace', 'role']" in check(no_labels)[0]
 
 
 def test_custom_queries_cannot_be_checked_without_prometheus(
     silent_server: str, namespace: str
 ) -> None:
     source = source_for(silent_server, SourceConfig(timeout_s=0.3))
-    patch = {"spec": {"engine": "custom", "queries": {
-        "queuedRequests": "sum by ({{by}}) (x{{sel}})"}}}  # fmt: skip
+    patch = custom({"queuedRequests": "sum by ({{by}}) (x{{sel}})"})
 
     with pytest.raises(Unavailable):
         source.check_queries(policy(namespace, patch=patch))
