@@ -2,7 +2,8 @@
 
 Starts Debian's Prometheus binary scraping a fake fleet of vLLM servers (one per pool,
 labelled with its role and model; gauges and counters, and the TTFT histogram unless
-``--no-histograms``), then times ``PrometheusSource.observe`` for all pools at once,
+``--no-histograms``, or on every Nth model with ``--ttft-every N``), then times
+``PrometheusSource.observe`` for all pools at once,
 for two fleet sizes, to show that the number of HTTP requests does not grow with the
 number of pools. A benchmark, not a test: it prints figures.
 
@@ -41,14 +42,14 @@ HISTOGRAMS = (
 def main() -> int:
     args = _args()
     rng = random.Random(5)
-    ttft = ("vllm:time_to_first_token_seconds",) if args.no_histograms else ()
-    hidden = HISTOGRAMS + ttft
+    ttft = ("vllm:time_to_first_token_seconds",)
     with tempfile.TemporaryDirectory() as data, FakeFleet() as fleet:
         for i in range(args.pools // 2):
             for role in Role:
                 pod = fleet.add_pod(engine="vllm", namespace=NS, pod=f"m{i}-{role.value}-0",
                                     labels={"role": role.value, "model_name": f"m{i}"})  # fmt: skip
-                for name in hidden:
+                with_ttft = not args.no_histograms and i % args.ttft_every == 0
+                for name in HISTOGRAMS + (() if with_ttft else ttft):
                     pod.hide(name)
                 pod.set("vllm:num_requests_waiting", rng.randrange(20))
                 pod.set("vllm:num_requests_running", rng.randrange(200))
@@ -75,7 +76,9 @@ def _args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pools", type=int, default=1000)
     parser.add_argument("--collections", type=int, default=10)
-    parser.add_argument("--no-histograms", action="store_true")
+    parser.add_argument("--no-histograms", action="store_true", help="no TTFT histograms")
+    parser.add_argument("--ttft-every", type=int, default=1,
+                        help="a TTFT histogram on the servers of every Nth model only")  # fmt: skip
     return parser.parse_args()
 
 
