@@ -22,5 +22,8 @@ def kubernetes_actuator(settings: KubernetesSettings) -> KubernetesActuator:
         variable = "PDSCALER_KUBERNETES__KUBECONFIG"
         where = settings.kubeconfig or "the in-cluster service account (no kubeconfig set)"
         raise SettingsError(f"invalid settings:\n  {variable}: cannot load {where}: {e}") from e
+    # The actuator owns retries (bounded, Retry-After capped); the client's own urllib3
+    # retries would sleep a full Retry-After and hide dropped connections.
+    configuration.retries = False
     actuator_config = ActuatorConfig(request_timeout_s=settings.request_timeout.total_seconds())
     return KubernetesActuator(client.ApiClient(configuration), actuator_config)
