@@ -145,6 +145,10 @@ def build_services(
         engines = {p.policy.spec.engine.value for p in policies.all()} - {"custom"}
         return source.problems(engines) if engines else []
 
+    def policy_warnings(policy: Policy) -> list[str]:
+        engine = policy.spec.engine.value
+        return [] if source is None or engine == "custom" else source.problems([engine])
+
     def check_policy(policy: Policy) -> list[FieldError]:
         errors = _profile_errors(policy)
         if policy.spec.engine is EnginePreset.CUSTOM:
@@ -162,6 +166,7 @@ def build_services(
         loop_problem=loop_problem,
         check_policy=check_policy,
         readiness_warnings=warnings,
+        policy_warnings=policy_warnings,
     )
 
 

@@ -30,6 +30,8 @@ class Services:
     clock: Clock
     check_schema: Callable[[], str]  # returns the schema revision, raises if not at head
     loop_problem: Callable[[], str | None] = lambda: None  # why the control loop is unhealthy
+    # What a policy's status reports without failing (its metric families not found).
+    policy_warnings: Callable[[Policy], list[str]] = lambda _policy: []
     # What readiness reports without failing (metric families that cannot be found).
     readiness_warnings: Callable[[], list[str]] = lambda: []
     # Checks of a valid policy against the outside world (a custom engine's PromQL).

@@ -71,7 +71,8 @@ def list_policies(
     _: Viewer,
     namespace: Annotated[str | None, Query(pattern=DNS_LABEL, max_length=63)] = None,
 ) -> PolicyList:
-    return PolicyList(items=[PolicyOut.of(p) for p in svc.policies.all(namespace)])
+    items = [PolicyOut.of(p, svc.policy_warnings(p.policy)) for p in svc.policies.all(namespace)]
+    return PolicyList(items=items)
 
 
 @router.post("", status_code=201, response_model=PolicyOut, openapi_extra=POLICY_BODY)
@@ -83,7 +84,7 @@ async def create_policy(
     )
     stored = svc.policies.create(policy, author=who.name, comment=comment, now=svc.clock.now())
     location = f"/v1/policies/{policy.metadata.namespace}/{policy.metadata.name}"
-    return _policy_response(stored, status=201, headers={"Location": location})
+    return _policy_response(svc, stored, status=201, headers={"Location": location})
 
 
 @router.post("/validate", response_model=ValidationOut, openapi_extra=POLICY_BODY)
@@ -100,7 +101,7 @@ async def validate_policy(request: Request, svc: Svc, _: Viewer) -> ValidationOu
 
 @router.get("/{namespace}/{name}", response_model=PolicyOut)
 def get_policy(namespace: Namespace, name: Name, svc: Svc, _: Viewer) -> JSONResponse:
-    return _policy_response(svc.policies.get(namespace, name))
+    return _policy_response(svc, svc.policies.get(namespace, name))
 
 
 @router.put("/{namespace}/{name}", response_model=PolicyOut, openapi_extra=POLICY_BODY)
@@ -127,7 +128,7 @@ async def replace_policy(
         comment=comment,
         now=svc.clock.now(),
     )
-    return _policy_response(stored)
+    return _policy_response(svc, stored)
 
 
 @router.patch("/{namespace}/{name}", response_model=PolicyOut, openapi_extra=PATCH_BODY)
@@ -169,7 +170,7 @@ async def patch_policy(
         comment=comment,
         now=svc.clock.now(),
     )
-    return _policy_response(stored)
+    return _policy_response(svc, stored)
 
 
 @router.delete("/{namespace}/{name}", status_code=204, response_class=Response)
@@ -255,7 +256,7 @@ def rollback_policy(
         comment=comment,
         now=svc.clock.now(),
     )
-    return _policy_response(stored)
+    return _policy_response(svc, stored)
 
 
 @router.post("/{namespace}/{name}/pause", response_model=PolicyOut)
@@ -278,7 +279,7 @@ def pause_policy(
         comment=(body or ChangeIn()).comment,
         now=svc.clock.now(),
     )
-    return _policy_response(stored)
+    return _policy_response(svc, stored)
 
 
 @router.post("/{namespace}/{name}/resume", response_model=PolicyOut)
@@ -308,7 +309,7 @@ def resume_policy(
         comment=(body or ChangeIn()).comment,
         now=svc.clock.now(),
     )
-    return _policy_response(stored)
+    return _policy_response(svc, stored)
 
 
 def _checked(svc: Services, document: object) -> Policy:
@@ -321,9 +322,11 @@ def _checked(svc: Services, document: object) -> Policy:
 
 
 def _policy_response(
-    stored: StoredPolicy, *, status: int = 200, headers: dict[str, str] | None = None
+    svc: Services, stored: StoredPolicy, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = PolicyOut.of(stored).model_dump(mode="json", by_alias=True)
+    body = PolicyOut.of(stored, svc.policy_warnings(stored.policy)).model_dump(
+        mode="json", by_alias=True
+    )
     return JSONResponse(body, status_code=status, headers={"ETag": stored.etag, **(headers or {})})
 
 

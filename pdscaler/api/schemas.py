@@ -42,6 +42,8 @@ class PolicyStatusOut(Schema):
     mode: Mode
     updated_at: datetime
     updated_by: str
+    # What the control loop cannot read for this policy (metric families not found).
+    warnings: list[str] = []
 
 
 class PolicyOut(Schema):
@@ -52,7 +54,7 @@ class PolicyOut(Schema):
     status: PolicyStatusOut
 
     @classmethod
-    def of(cls, stored: StoredPolicy) -> PolicyOut:
+    def of(cls, stored: StoredPolicy, warnings: list[str] | None = None) -> PolicyOut:
         document = stored.policy.document()
         meta = document["metadata"]
         return cls(
@@ -72,6 +74,7 @@ class PolicyOut(Schema):
                 mode=stored.policy.spec.mode,
                 updated_at=stored.updated_at,
                 updated_by=stored.updated_by,
+                warnings=warnings or [],
             ),
         )
 

@@ -6,15 +6,18 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_api_client import PrometheusConnect
 
 from pdscaler.config import Settings
 from pdscaler.control.clock import FakeClock
 from pdscaler.control.controller import Controller
 from pdscaler.domain.policy import Role
+from pdscaler.metrics.prometheus import PrometheusSource, SourceConfig
 from pdscaler.store.db import Database
 from pdscaler.wiring import Backends, build_runtime
 from tests.conftest import auth
 from tests.control.harness import Harness
+from tests.factories import policy_doc
 
 P, D = Role.PREFILL, Role.DECODE
 
@@ -108,3 +111,29 @@ def test_explain_shows_the_last_decision_of_each_pool(
     assert "prefill: 2 -> 5 (scale_up, applied)" in prefill["text"]
     assert "queuedPrefillTokens=80000" in prefill["text"]
     assert "recommend" in prefill["text"]
+
+
+def test_a_policy_reports_the_metric_families_the_loop_cannot_find(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    class Probed(PrometheusSource):
+        """A source that has probed and found only vLLM's gauges."""
+
+        def __init__(self) -> None:
+            super().__init__(PrometheusConnect(url="http://127.0.0.1:1"), SourceConfig())
+            self._names = frozenset({"vllm:num_requests_running"})
+            self._probed_at = float("inf")
+
+    h = Harness(db, clock)
+    loop_on = settings.model_copy(
+        update={"loop": settings.loop.model_copy(update={"enabled": True})}
+    )
+    runtime = build_runtime(loop_on, db, clock, Backends(Probed(), h.actuator))
+    client = TestClient(runtime.app)
+    client.post("/v1/policies", json=policy_doc(), headers=auth("editor"))
+
+    status = client.get("/v1/policies/inference/llama", headers=auth("viewer")).json()["status"]
+
+    assert status["warnings"]
+    assert status["warnings"][0].startswith("vllm: no series for")
+    assert "vllm:kv_cache_usage_perc" in status["warnings"][0]
