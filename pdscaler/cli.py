@@ -18,6 +18,7 @@ from pdscaler.domain.errors import AlreadyExists, PdscalerError
 
 if TYPE_CHECKING:
     from pdscaler.client import PdscalerClient
+    from pdscaler.wiring import Runtime
 
 log = logging.getLogger("pdscaler")
 Command = Callable[[argparse.Namespace], int]
@@ -111,14 +112,7 @@ def _serve(_args: argparse.Namespace) -> int:
     from pdscaler import wiring
 
     settings = _settings()
-    runtime = wiring.build_runtime(settings, wiring.build_database(settings))
-    if runtime.loop is not None:
-        runtime.loop.start()
-    try:
-        _run(settings, runtime.app)
-    finally:
-        if runtime.loop is not None:
-            runtime.loop.stop()
+    _run(settings, wiring.build_runtime(settings, wiring.build_database(settings)))
     return 0
 
 
@@ -205,14 +199,23 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"  policies:  curl {base}/v1/policies")
     if token:
         print(f"  admin token for this run: {token}")
-    _run(settings, wiring.build_app(settings, db, clock))
+    _run(settings, wiring.build_runtime(settings, db, clock))
     return 0
 
 
-def _run(settings: Settings, app: object) -> None:
+def _run(settings: Settings, runtime: Runtime) -> None:
+    """Serve the API, with the control loop beside it when enabled, until stopped."""
     import uvicorn
 
-    uvicorn.run(app, host=settings.api.host, port=settings.api.port, log_level="warning")  # type: ignore[arg-type]
+    if runtime.loop is not None:
+        runtime.loop.start()
+    try:
+        uvicorn.run(
+            runtime.app, host=settings.api.host, port=settings.api.port, log_level="warning"
+        )
+    finally:
+        if runtime.loop is not None:
+            runtime.loop.stop()
 
 
 def _bundled(name: str) -> Path:

@@ -61,6 +61,8 @@ class KubernetesActuator:
             ready = int(status.get("replicas", 0))
             return ScaleState(spec_replicas, ready, max(spec_replicas - ready, 0), version)
         ready, pending = self._pods(namespace, selector)
+        # Replicas asked for whose pods do not exist yet are pending too.
+        pending = max(pending, spec_replicas - ready)
         return ScaleState(spec_replicas, ready, pending, version, selector)
 
     def write_scale(

@@ -181,9 +181,9 @@ class Controller:
         observed: Mapping[PoolKey, PoolSignals],
         now: datetime,
     ) -> list[_Planned]:
-        if isinstance(states, PdscalerError):
-            return [self._unreadable(policy, version, role, states, now) for role in Role]
         tick_id = str(uuid.uuid4())
+        if isinstance(states, PdscalerError):
+            return [self._unreadable(policy, version, role, states, tick_id, now) for role in Role]
         try:
             inputs = {role: self._input(policy, role, states[role], observed, now) for role in Role}
             pair = decide(
@@ -196,7 +196,10 @@ class Controller:
         except Exception as e:  # a bad profile, a bug: this policy fails, the others go on
             log.exception("policy %s/%s: deciding failed", *policy.key)
             error = PdscalerError(f"deciding failed: {type(e).__name__}: {e}")
-            return [self._unreadable(policy, version, role, error, now) for role in Role]
+            return [
+                self._unreadable(policy, version, role, error, tick_id, now, states[role])
+                for role in Role
+            ]
         return [
             self._planned(policy, version, tick_id, pair, role, states[role], inputs[role], now)
             for role in Role
@@ -276,11 +279,22 @@ class Controller:
         }
 
     def _unreadable(
-        self, policy: Policy, version: int, role: Role, error: PdscalerError, now: datetime
+        self,
+        policy: Policy,
+        version: int,
+        role: Role,
+        error: PdscalerError,
+        tick_id: str,
+        now: datetime,
+        state: ScaleState | None = None,
     ) -> _Planned:
+        """A failed row for a pool that could not be read, or not be decided."""
         record = DecisionRecord(
-            **self._about(policy, version, role, str(uuid.uuid4()), now),
+            **self._about(policy, version, role, tick_id, now),
             desired_replicas=None,
+            current_replicas=state.spec_replicas if state else None,
+            ready_replicas=state.ready_replicas if state else None,
+            pending_replicas=state.pending_replicas if state else None,
             status=DecisionStatus.FAILED,
             error=f"{error.code}: {error.message}",
         )
