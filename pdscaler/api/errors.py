@@ -6,7 +6,7 @@ Every error body has the same shape: ``{"code", "message", "errors": [{"field", 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -119,6 +119,3 @@ async def _on_http_exception(_request: Request, error: StarletteHTTPException) -
 async def _on_unexpected(_request: Request, error: Exception) -> JSONResponse:
     log.exception("unexpected error", exc_info=error)
     return JSONResponse(error_body("InternalError", "internal error"), status_code=500)
-
-
-Handler = Callable[[Request, Exception], Awaitable[JSONResponse]]

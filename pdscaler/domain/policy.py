@@ -24,9 +24,6 @@ from pydantic.alias_generators import to_camel
 
 from pdscaler.domain.errors import FieldError, InvalidInput
 
-API_VERSION = "pdscaler.io/v1alpha1"
-KIND = "PDScalingPolicy"
-
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 _API_VERSION_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$")

@@ -55,7 +55,8 @@ class PolicyStore:
 
     def get(self, namespace: str, name: str) -> StoredPolicy:
         with self._db.transaction() as session:
-            return _stored(_live_row(session, namespace, name))
+            row = _live_row(session, namespace, name)
+            return _stored(row, self._parsed(row))
 
     def create(self, policy: Policy, *, author: str, comment: str, now: datetime) -> StoredPolicy:
         """Create a policy. A deleted policy of the same name comes back with its history."""
