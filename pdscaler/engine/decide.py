@@ -30,7 +30,6 @@ from pdscaler.domain.policy import (
     PolicySpec,
     PoolSpec,
     Role,
-    SelectPolicy,
 )
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.reasons import Reason
@@ -39,7 +38,7 @@ from pdscaler.engine.coordinate import Bounds, Pair, coordinate_budget, coordina
 from pdscaler.engine.gate import gate_recommendation
 from pdscaler.engine.guard import consolidate, consolidation_floor, guard_slo
 from pdscaler.engine.history import PoolHistory, Recommendation
-from pdscaler.engine.limits import limit_replicas, scale_down_limit, scale_up_limit
+from pdscaler.engine.limits import RateBounds, limit_replicas, rate_bounds
 from pdscaler.engine.recommend import TOTALS, PoolView, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
 
@@ -61,6 +60,7 @@ class PoolDecision:
     recommendation: int | None  # what stabilization started from (None: held before it)
     steps: tuple[Step, ...]
     history: PoolHistory
+    rate: RateBounds | None = None  # what the rate policies allowed (None: held before them)
 
     @property
     def reason(self) -> str:
@@ -215,17 +215,9 @@ def _stabilize_and_limit(
             recommendation, current, history.recommendations, now, up_window, down_window
         )
     )
+    rate = rate_bounds(current, history.scale_events, up, down, now)
     steps.append(
-        limit_replicas(
-            steps[-1].value,
-            current,
-            pool.min_replicas,
-            pool.max_replicas,
-            history.scale_events,
-            up,
-            down,
-            now,
-        )
+        limit_replicas(steps[-1].value, current, pool.min_replicas, pool.max_replicas, rate)
     )
     # The size the target runs now is known and accepted from here on: a later difference
     # that pdscaler did not write is someone else's change.
@@ -237,7 +229,7 @@ def _stabilize_and_limit(
         metric_failures=failures,
         last_applied=current,
     )
-    return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history)
+    return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history, rate)
 
 
 def _coordinate(
@@ -250,8 +242,8 @@ def _coordinate(
     coordination = spec.coordination
     ratio = None
     if coordination.prefill_to_decode_ratio is not None:
-        prefill_bounds = _bounds(spec.prefill, prefill, now)
-        decode_bounds = _bounds(spec.decode, decode, now)
+        prefill_bounds = _bounds(spec.prefill, prefill)
+        decode_bounds = _bounds(spec.decode, decode)
         ratio = coordinate_ratio(desired, current, prefill_bounds, decode_bounds, coordination)
     budget = coordinate_budget(
         ratio[0] if ratio else desired, current, spec.prefill, spec.decode, coordination
@@ -266,20 +258,14 @@ def _coordinate(
     return PairDecision(_extend(prefill, extra_p), _extend(decode, extra_d))
 
 
-def _bounds(pool: PoolSpec, decision: PoolDecision, now: datetime) -> Bounds:
+def _bounds(pool: PoolSpec, decision: PoolDecision) -> Bounds:
     """How far coordination may move a pool this tick: as far as its rate policies and
     min/max allow (and its own desired count); a pool that held, not at all."""
-    current, desired = decision.current_replicas, decision.desired_replicas
-    if decision.recommendation is None:
+    current, desired, rate = decision.current_replicas, decision.desired_replicas, decision.rate
+    if decision.recommendation is None or rate is None:
         return Bounds(current, current)
-    up, down = pool.scale_up_rules, pool.scale_down_rules
-    events = decision.history.scale_events
-    highest = current
-    if up.select_policy is not SelectPolicy.DISABLED:
-        highest = min(pool.max_replicas, max(scale_up_limit(current, events, up, now), current))
-    lowest = current
-    if down.select_policy is not SelectPolicy.DISABLED:
-        lowest = max(pool.min_replicas, min(scale_down_limit(current, events, down, now), current))
+    highest = current if rate.highest is None else min(pool.max_replicas, rate.highest)
+    lowest = current if rate.lowest is None else max(pool.min_replicas, rate.lowest)
     return Bounds(min(lowest, desired), max(highest, desired))
 
 
@@ -302,6 +288,7 @@ def _extend(decision: PoolDecision, steps: list[Step]) -> PoolDecision:
         decision.recommendation,
         all_steps,
         decision.history,
+        decision.rate,
     )
 
 

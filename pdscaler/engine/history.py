@@ -7,8 +7,10 @@ scale-up.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import NamedTuple
 
 
@@ -26,8 +28,13 @@ class ScaleEvent(NamedTuple):
     change: int
 
 
+_AT = attrgetter("at")
+
+
 @dataclass(frozen=True)
 class PoolHistory:
+    """Recommendations and scale events are kept oldest first."""
+
     recommendations: tuple[Recommendation, ...] = ()
     scale_events: tuple[ScaleEvent, ...] = ()
     metric_failures: int = 0  # ticks in a row whose metrics were not all usable
@@ -42,7 +49,8 @@ class PoolHistory:
         self, cutoff: datetime, new: Recommendation
     ) -> tuple[Recommendation, ...]:
         """The recommendations newer than ``cutoff``, then ``new``."""
-        return (*(r for r in self.recommendations if r.at > cutoff), new)
+        kept = self.recommendations[bisect_right(self.recommendations, cutoff, key=_AT) :]
+        return (*kept, new)
 
     def with_scale(self, at: datetime, previous: int, applied: int, keep: timedelta) -> PoolHistory:
         """Record an applied write; the target now runs what pdscaler asked for."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from pdscaler.domain.decision import Step
 from pdscaler.domain.policy import HPAScalingRules, ScalingPolicyType, SelectPolicy
@@ -20,27 +21,61 @@ from pdscaler.domain.reasons import Reason
 from pdscaler.engine.history import ScaleEvent
 
 
+class RateBounds(NamedTuple):
+    """The most and the least replicas the rate policies allow now (None: disabled)."""
+
+    highest: int | None
+    lowest: int | None
+
+
+def rate_bounds(
+    current_replicas: int,
+    events: Sequence[ScaleEvent],
+    up: HPAScalingRules,
+    down: HPAScalingRules,
+    now: datetime,
+) -> RateBounds:
+    """Both directions at once: the changes of each period are counted once."""
+    periods: dict[int, tuple[int, int]] = {}
+    highest = lowest = None
+    if up.select_policy is not SelectPolicy.DISABLED:
+        highest = max(scale_up_limit(current_replicas, events, up, now, periods), current_replicas)
+    if down.select_policy is not SelectPolicy.DISABLED:
+        lowest = min(
+            scale_down_limit(current_replicas, events, down, now, periods), current_replicas
+        )
+    return RateBounds(highest, lowest)
+
+
 def changes_in_period(
     events: Sequence[ScaleEvent], now: datetime, period_s: int
 ) -> tuple[int, int]:
     """Replicas added and replicas removed within the last ``period_s`` seconds."""
-    if not events:
-        return 0, 0
-    cutoff = now - timedelta(seconds=period_s)
-    added = sum(e.change for e in events if e.at > cutoff and e.change > 0)
-    removed = -sum(e.change for e in events if e.at > cutoff and e.change < 0)
+    added = removed = 0
+    if events:
+        cutoff = now - timedelta(seconds=period_s)
+        for at, change in events:
+            if at > cutoff:
+                if change > 0:
+                    added += change
+                else:
+                    removed -= change
     return added, removed
 
 
 def scale_up_limit(
-    current_replicas: int, events: Sequence[ScaleEvent], rules: HPAScalingRules, now: datetime
+    current_replicas: int,
+    events: Sequence[ScaleEvent],
+    rules: HPAScalingRules,
+    now: datetime,
+    periods: dict[int, tuple[int, int]] | None = None,
 ) -> int:
     if rules.select_policy is SelectPolicy.DISABLED:
         return current_replicas
     pick = min if rules.select_policy is SelectPolicy.MIN else max
     proposals = []
     for policy in rules.policies or ():
-        added, removed = changes_in_period(events, now, policy.period_seconds)
+        added, removed = _changes(events, now, policy.period_seconds, periods)
         start = current_replicas - added + removed
         if policy.type is ScalingPolicyType.PODS:
             proposals.append(start + policy.value)
@@ -50,14 +85,18 @@ def scale_up_limit(
 
 
 def scale_down_limit(
-    current_replicas: int, events: Sequence[ScaleEvent], rules: HPAScalingRules, now: datetime
+    current_replicas: int,
+    events: Sequence[ScaleEvent],
+    rules: HPAScalingRules,
+    now: datetime,
+    periods: dict[int, tuple[int, int]] | None = None,
 ) -> int:
     if rules.select_policy is SelectPolicy.DISABLED:
         return current_replicas
     pick = max if rules.select_policy is SelectPolicy.MIN else min
     proposals = []
     for policy in rules.policies or ():
-        added, removed = changes_in_period(events, now, policy.period_seconds)
+        added, removed = _changes(events, now, policy.period_seconds, periods)
         start = current_replicas - added + removed
         if policy.type is ScalingPolicyType.PODS:
             proposals.append(start - policy.value)
@@ -66,21 +105,33 @@ def scale_down_limit(
     return pick(proposals) if proposals else current_replicas
 
 
+def _changes(
+    events: Sequence[ScaleEvent],
+    now: datetime,
+    period_s: int,
+    periods: dict[int, tuple[int, int]] | None,
+) -> tuple[int, int]:
+    if periods is None:
+        return changes_in_period(events, now, period_s)
+    counted = periods.get(period_s)
+    if counted is None:
+        counted = periods[period_s] = changes_in_period(events, now, period_s)
+    return counted
+
+
 def limit_replicas(
     desired_replicas: int,
     current_replicas: int,
     min_replicas: int,
     max_replicas: int,
-    events: Sequence[ScaleEvent],
-    up: HPAScalingRules,
-    down: HPAScalingRules,
-    now: datetime,
+    rate: RateBounds,
 ) -> Step:
-    """Clamp ``desired_replicas`` by the rate policies, then by minReplicas/maxReplicas."""
+    """Clamp ``desired_replicas`` by the rate policies (``rate``, from :func:`rate_bounds`),
+    then by minReplicas/maxReplicas."""
     if desired_replicas > current_replicas:
-        if up.select_policy is SelectPolicy.DISABLED:
+        limit = rate.highest
+        if limit is None:
             return Step("limit", current_replicas, Reason.SCALING_DISABLED, "scale-up disabled")
-        limit = max(scale_up_limit(current_replicas, events, up, now), current_replicas)
         if max_replicas > limit:
             allowed, reason = limit, Reason.SCALE_UP_LIMIT
             message = f"the scale-up policies allow at most {limit} now"
@@ -90,9 +141,9 @@ def limit_replicas(
         if desired_replicas > allowed:
             return Step("limit", allowed, reason, message)
     elif desired_replicas < current_replicas:
-        if down.select_policy is SelectPolicy.DISABLED:
+        limit = rate.lowest
+        if limit is None:
             return Step("limit", current_replicas, Reason.SCALING_DISABLED, "scale-down disabled")
-        limit = min(scale_down_limit(current_replicas, events, down, now), current_replicas)
         if min_replicas < limit:
             allowed, reason = limit, Reason.SCALE_DOWN_LIMIT
             message = f"the scale-down policies allow at least {limit} now"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -61,8 +60,7 @@ class Vote(NamedTuple):
         return self.describe()
 
 
-@dataclass(frozen=True)
-class PoolView:
+class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
     """What one pool's recommendation is computed from: only usable signal values."""
 
     role: Role
@@ -74,9 +72,8 @@ class PoolView:
     profile: PerfProfile | None = None
     forecast: Mapping[SignalName, float] | None = None  # predicted at the horizon
 
-    @classmethod
+    @staticmethod
     def of(
-        cls,
         role: Role,
         pool: PoolSpec,
         slo: Slo,
@@ -100,7 +97,7 @@ class PoolView:
         usable = frozenset(
             m.type for m in pool.metrics if all(n in values for n in NEEDS[(m.type, role)])
         )
-        return cls(role, pool, slo, state, values, usable, profile, forecast)
+        return PoolView(role, pool, slo, state, values, usable, profile, forecast)
 
     def value(self, name: SignalName) -> float | None:
         return self.values.get(name)

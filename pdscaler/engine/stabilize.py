@@ -8,8 +8,10 @@ highest is the least it may shrink to. Between the two, the pool stays where it 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 from pdscaler.domain.decision import Step
 from pdscaler.domain.reasons import Reason
@@ -19,18 +21,14 @@ from pdscaler.engine.history import Recommendation
 def stabilize_recommendation(
     recommendation: int,
     current_replicas: int,
-    history: Iterable[Recommendation],
+    history: Sequence[Recommendation],
     now: datetime,
     up_window: timedelta,
     down_window: timedelta,
 ) -> Step:
-    up_cutoff, down_cutoff = now - up_window, now - down_window
-    up, down = recommendation, recommendation
-    for past in history:
-        if past.at > up_cutoff:
-            up = min(up, past.replicas)
-        if past.at > down_cutoff:
-            down = max(down, past.replicas)
+    """``history`` oldest first, as :class:`PoolHistory` keeps it."""
+    up = _extreme(min, recommendation, history, now - up_window)
+    down = _extreme(max, recommendation, history, now - down_window)
     if current_replicas < up:
         value = up
     elif current_replicas > down:
@@ -54,3 +52,20 @@ def stabilize_recommendation(
         Reason.SCALE_DOWN_STABILIZED,
         f"highest recommendation in the last {window} is {down}",
     )
+
+
+_AT = attrgetter("at")
+_REPLICAS = attrgetter("replicas")
+
+
+def _extreme(
+    pick: Callable[[Iterable[int]], int],
+    recommendation: int,
+    history: Sequence[Recommendation],
+    cutoff: datetime,
+) -> int:
+    """``pick`` of ``recommendation`` and those in ``history`` made after ``cutoff``."""
+    start = bisect_right(history, cutoff, key=_AT)
+    if start == len(history):
+        return recommendation
+    return pick((recommendation, pick(map(_REPLICAS, history[start:]))))

@@ -20,7 +20,7 @@ from pdscaler.domain.policy import (
 )
 from pdscaler.domain.reasons import Reason
 from pdscaler.engine.history import Recommendation, ScaleEvent
-from pdscaler.engine.limits import limit_replicas
+from pdscaler.engine.limits import limit_replicas, rate_bounds
 from pdscaler.engine.stabilize import stabilize_recommendation
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -103,8 +103,8 @@ LIMITS = [
 
 @pytest.mark.parametrize("case", LIMITS, ids=lambda c: c.name)
 def test_rate_policies_and_bounds(case: Limit) -> None:
-    step = limit_replicas(case.desired, case.current, case.min_replicas, case.max_replicas,
-                          case.events, case.up, case.down, NOW)  # fmt: skip
+    rate = rate_bounds(case.current, case.events, case.up, case.down, NOW)
+    step = limit_replicas(case.desired, case.current, case.min_replicas, case.max_replicas, rate)
 
     assert (step.value, step.reason) == (case.expected, case.reason)
 
@@ -142,7 +142,7 @@ STABILIZE = [
 
 @pytest.mark.parametrize("case", STABILIZE, ids=lambda c: c.name)
 def test_stabilization_windows(case: Stabilize) -> None:
-    history = [Recommendation(ago(s), r) for s, r in case.past]
+    history = sorted(Recommendation(ago(s), r) for s, r in case.past)  # oldest first
 
     step = stabilize_recommendation(case.recommendation, case.current, history, NOW,
                                     timedelta(seconds=case.up_window_s),
@@ -156,7 +156,8 @@ def test_docs_walk_from_80_to_10_takes_one_period_per_step() -> None:
     current, events, sizes = 80, [], []
     for minute in range(14):
         at = NOW + timedelta(seconds=61 * minute)
-        step = limit_replicas(10, current, 1, 100, events, DEFAULT_SCALE_UP, DOCS_DOWN, at)
+        rate = rate_bounds(current, events, DEFAULT_SCALE_UP, DOCS_DOWN, at)
+        step = limit_replicas(10, current, 1, 100, rate)
         events.append(ScaleEvent(at, step.value - current))
         current = step.value
         sizes.append(current)
