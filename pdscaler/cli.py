@@ -128,11 +128,21 @@ def _tick(_args: argparse.Namespace) -> int:
     db = wiring.build_database(settings)
     migrate.require_head(db.engine)
     decisions = DecisionStore(db)
-    controller = wiring.build_controller(
-        settings, PolicyStore(db), decisions, SystemClock(), wiring.build_backends(settings)
-    )
+    clock = SystemClock()
+    backends = wiring.build_backends(settings, clock)
+    controller = wiring.build_controller(settings, PolicyStore(db), decisions, clock, backends)
+    leadership = backends.leadership
+    if leadership is not None and not leadership.step():
+        # Another replica leads: a tick from here would race its writes.
+        print(f"not ticking: {leadership.status().message}; stop the running loop, or set "
+              "PDSCALER_KUBERNETES__LEADER_ELECTION=false", file=sys.stderr)  # fmt: skip
+        return 1
     controller.restore()
-    report = controller.tick()
+    try:
+        report = controller.tick()
+    finally:
+        if leadership is not None:
+            leadership.release()
     print(
         f"{report.policies} policies, {report.decisions} decisions, {report.writes} writes, "
         f"{report.failures} failures" + ("" if report.audited else ", AUDIT FAILED")

@@ -30,6 +30,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
@@ -148,11 +149,59 @@ class KubernetesSettings(_Group):
         default=None,
         description="Path of a kubeconfig file; unset means in-cluster configuration.",
     )
+    context: str | None = Field(
+        default=None, description="Context of the kubeconfig to use (default: its current)."
+    )
+    host: str | None = Field(
+        default=None,
+        description="API server URL; with token_file and ca_file, used instead of a "
+        "kubeconfig or the in-cluster configuration.",
+    )
+    token_file: Path | None = Field(default=None, description="Bearer token file (with host).")
+    ca_file: Path | None = Field(default=None, description="PEM CA bundle (with host).")
     request_timeout: Duration = Field(
         default=timedelta(seconds=10), description="Timeout of one API server call."
     )
+    qps: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        default=50.0, description="Client-side rate limit: requests a second to the API server."
+    )
+    burst: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        default=100, description="Requests allowed at once above the QPS rate."
+    )
+    leader_election: bool = Field(
+        default=True,
+        description="Elect one leader among the replicas with a Lease; only it acts.",
+    )
     lease_name: str = Field(default="pdscaler-leader", description="Leader election lease.")
     lease_namespace: str = Field(default="pdscaler", description="Namespace of the lease.")
+    lease_duration: Duration = Field(
+        default=timedelta(seconds=15),
+        description="How long a lease holds without renewal before another replica takes it.",
+    )
+    renew_deadline: Duration = Field(
+        default=timedelta(seconds=10),
+        description="The leader steps down when it could not renew for this long.",
+    )
+    retry_period: Duration = Field(
+        default=timedelta(seconds=2), description="How often every replica tries the lease."
+    )
+    unschedulable_after: Duration = Field(
+        default=timedelta(minutes=2),
+        description="A pod the scheduler could not place for this long is reported, and "
+        "holds its pool's scale-up.",
+    )
+
+    @model_validator(mode="after")
+    def _sane_lease(self) -> KubernetesSettings:
+        if not self.lease_duration > self.renew_deadline > self.retry_period:
+            raise ValueError(
+                "lease_duration must exceed renew_deadline, which must exceed retry_period "
+                f"(got {self.lease_duration.total_seconds():g}s, "
+                f"{self.renew_deadline.total_seconds():g}s, {self.retry_period.total_seconds():g}s)"
+            )
+        if self.host is not None and self.kubeconfig is not None:
+            raise ValueError("set host (with token_file and ca_file) or kubeconfig, not both")
+        return self
 
 
 class LoopSettings(_Group):
@@ -277,8 +326,8 @@ def env_var_name(loc: tuple[str | int, ...]) -> str:
     return ENV_PREFIX + ENV_NESTED_DELIMITER.join(parts[:2]) if parts else ENV_PREFIX
 
 
-# Variables with the prefix that are not settings: the CLI's token, and the test suite's.
-NOT_SETTINGS = ("PDSCALER_TOKEN", "PDSCALER_TEST_")
+# Variables with the prefix that are not settings: the CLI's token, and the test suites'.
+NOT_SETTINGS = ("PDSCALER_TOKEN", "PDSCALER_TEST_", "PDSCALER_E2E_")
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import FastAPI
 
-from pdscaler.actuator.connect import kubernetes_actuator
+from pdscaler.actuator.connect import kubernetes_actuator, kubernetes_transport, lease_elector
 from pdscaler.api.app import create_app
 from pdscaler.api.auth import TokenRegistry
 from pdscaler.api.context import Services
@@ -14,7 +14,7 @@ from pdscaler.api.cursor import CursorCodec
 from pdscaler.config import Settings
 from pdscaler.control.clock import SystemClock
 from pdscaler.control.controller import Controller, ControllerConfig
-from pdscaler.control.ports import Actuator, MetricsSource
+from pdscaler.control.ports import Actuator, Leadership, MetricsSource
 from pdscaler.control.scheduler import Loop
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.errors import FieldError
@@ -36,6 +36,7 @@ class Backends:
 
     metrics: MetricsSource
     actuator: Actuator
+    leadership: Leadership | None = None  # None: this process acts alone
 
 
 @dataclass(frozen=True)
@@ -57,11 +58,16 @@ def build_database(settings: Settings) -> Database:
     )
 
 
-def build_backends(settings: Settings) -> Backends:
-    """Prometheus for signals, the Kubernetes API server for /scale."""
+def build_backends(settings: Settings, clock: Clock) -> Backends:
+    """Prometheus for signals, the Kubernetes API server for /scale and the leader lease."""
+    transport = kubernetes_transport(settings.kubernetes)
+    leadership = None
+    if settings.kubernetes.leader_election:
+        leadership = lease_elector(settings.kubernetes, transport, settings.loop.identity, clock)
     return Backends(
         metrics=prometheus_source(settings.prometheus),
-        actuator=kubernetes_actuator(settings.kubernetes),
+        actuator=kubernetes_actuator(settings.kubernetes, transport, clock),
+        leadership=leadership,
     )
 
 
@@ -86,6 +92,7 @@ def build_controller(
         forecaster=LastValue(),
         clock=clock,
         config=config,
+        leadership=backends.leadership,
     )
 
 
@@ -102,9 +109,15 @@ def build_runtime(
     loop = None
     source = None
     if settings.loop.enabled:
-        backends = backends or build_backends(settings)
+        backends = backends or build_backends(settings, clock)
         controller = build_controller(settings, policies, decisions, clock, backends)
-        loop = Loop(controller, settings.loop.interval, clock)
+        loop = Loop(
+            controller,
+            settings.loop.interval,
+            clock,
+            backends.leadership,
+            lease_every=settings.kubernetes.retry_period,
+        )
         # Readiness reports what the loop's own source has found out about metric names.
         if isinstance(backends.metrics, PrometheusSource):
             source = backends.metrics

@@ -117,3 +117,40 @@ def test_log_level_ignores_case(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PDSCALER_LOG_LEVEL", "debug")
 
     assert load_settings().log_level == "DEBUG"
+
+
+def test_kubernetes_defaults_follow_client_go_leader_election(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kubernetes = load_settings().kubernetes
+
+    assert kubernetes.leader_election is True
+    assert (kubernetes.lease_duration, kubernetes.renew_deadline, kubernetes.retry_period) == (
+        timedelta(seconds=15), timedelta(seconds=10), timedelta(seconds=2))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "timing",
+    [
+        {"LEASE_DURATION": "10s", "RENEW_DEADLINE": "10s"},  # must be longer
+        {"RENEW_DEADLINE": "2s"},  # must be longer than the retry period
+    ],
+)
+def test_lease_timings_that_could_elect_two_leaders_are_refused(
+    monkeypatch: pytest.MonkeyPatch, timing: dict[str, str]
+) -> None:
+    for name, value in timing.items():
+        monkeypatch.setenv(f"PDSCALER_KUBERNETES__{name}", value)
+
+    with pytest.raises(SettingsError, match="lease_duration must exceed renew_deadline"):
+        load_settings()
+
+
+def test_an_api_server_url_and_a_kubeconfig_are_not_both_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PDSCALER_KUBERNETES__HOST", "https://10.0.0.1:6443")
+    monkeypatch.setenv("PDSCALER_KUBERNETES__KUBECONFIG", str(tmp_path / "config"))
+
+    with pytest.raises(SettingsError, match="not both"):
+        load_settings()

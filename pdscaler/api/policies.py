@@ -23,7 +23,8 @@ from pdscaler.api.schemas import (
     VersionOut,
 )
 from pdscaler.domain.errors import Conflict, FieldError, InvalidInput
-from pdscaler.domain.policy import DNS_LABEL, Mode, Policy, nul_errors, parse_policy
+from pdscaler.domain.policy import DNS_LABEL, Mode, Policy, Role, nul_errors, parse_policy
+from pdscaler.domain.reasons import Reason
 from pdscaler.domain.versioning import (
     ChangeKind,
     StoredPolicy,
@@ -31,6 +32,7 @@ from pdscaler.domain.versioning import (
     merge_patch,
     unified_diff,
 )
+from pdscaler.store.decisions import DecisionFilter
 
 POLICY_BODY = {
     "requestBody": {
@@ -324,10 +326,26 @@ def _checked(svc: Services, document: object) -> Policy:
 def _policy_response(
     svc: Services, stored: StoredPolicy, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> JSONResponse:
-    body = PolicyOut.of(stored, svc.policy_warnings(stored.policy)).model_dump(
-        mode="json", by_alias=True
-    )
+    warnings = svc.policy_warnings(stored.policy) + _pool_warnings(svc, stored.policy)
+    body = PolicyOut.of(stored, warnings).model_dump(mode="json", by_alias=True)
     return JSONResponse(body, status_code=status, headers={"ETag": stored.etag, **(headers or {})})
+
+
+# Decision steps that a policy's status repeats: the loop cannot do what it decided.
+ATTENTION = frozenset({Reason.UNSCHEDULABLE, Reason.MANAGED_ELSEWHERE})
+
+
+def _pool_warnings(svc: Services, policy: Policy) -> list[str]:
+    """From each pool's last decision: pods that cannot be placed, another autoscaler."""
+    warnings = []
+    for role in Role:
+        where = DecisionFilter(namespace=policy.metadata.namespace, policy=policy.metadata.name,
+                               role=role)  # fmt: skip
+        page, _next = svc.decisions.page(where, limit=1)
+        for step in page[0].record.steps if page else ():
+            if step.reason in ATTENTION:
+                warnings.append(f"{role}: {step.message}")
+    return warnings
 
 
 def _require_same_key(policy: Policy, namespace: str, name: str) -> None:

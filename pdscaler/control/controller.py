@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pdscaler.control.ports import Actuator, Forecaster, MetricsSource
+from pdscaler.control.ports import Actuator, Forecaster, Leadership, MetricsSource
 from pdscaler.control.restore import rebuild
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.decision import DecisionRecord, DecisionStatus, TargetRef
 from pdscaler.domain.errors import Conflict, PdscalerError
-from pdscaler.domain.policy import MetricType, Mode, Policy, Role
+from pdscaler.domain.policy import MetricType, Mode, Policy, Role, ScaleTargetRef
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.signals import (
     PoolKey,
@@ -92,7 +92,7 @@ class Controller:
         forecaster: Forecaster,
         clock: Clock,
         config: ControllerConfig,
-        is_leader: Callable[[], bool] = lambda: True,
+        leadership: Leadership | None = None,
     ) -> None:
         self._policies = policies
         self._decisions = decisions
@@ -101,7 +101,7 @@ class Controller:
         self._forecaster = forecaster
         self._clock = clock
         self._config = config
-        self._is_leader = is_leader
+        self._leadership = leadership
         self._history: dict[PoolKey, PoolHistory] = {}
         self.last_tick: TickReport | None = None
 
@@ -242,11 +242,7 @@ class Controller:
         now: datetime,
     ) -> _Planned:
         decision = pair.pool(role)
-        act = (
-            decision.desired_replicas != state.spec_replicas
-            and policy.spec.mode is Mode.ACTIVE
-            and self._is_leader()
-        )
+        act = decision.desired_replicas != state.spec_replicas and policy.spec.mode is Mode.ACTIVE
         record = DecisionRecord(
             **self._about(policy, version, role, tick_id, now),
             desired_replicas=decision.desired_replicas,
@@ -323,6 +319,12 @@ class Controller:
         namespace = item.policy.metadata.namespace
         target = item.policy.spec.pool(item.role).scale_target_ref
         desired = item.decision.desired_replicas
+        if self._leadership is not None and not self._leadership.confirm():
+            report.failures += 1
+            return Outcome(tick_id, role, DecisionStatus.FAILED,
+                           "NotLeader: this replica no longer holds the lease")  # fmt: skip
+        if desired < item.state.spec_replicas and item.state.selector:
+            self._prefer_removal(item, namespace, target, item.state.selector, now)
         try:
             version = self._actuator.write_scale(
                 namespace, target, desired, item.state.resource_version
@@ -343,6 +345,26 @@ class Controller:
             now, item.state.spec_replicas, desired, HISTORY_KEEP
         )
         return Outcome(tick_id, role, DecisionStatus.APPLIED, resource_version_written=version)
+
+    def _prefer_removal(
+        self,
+        item: _Planned,
+        namespace: str,
+        target: ScaleTargetRef,
+        selector: str,
+        now: datetime,
+    ) -> None:
+        """Drain-aware scale-down, best effort: a failure here does not hold the write."""
+        try:
+            load = self._metrics.pod_load(PoolQuery.of(item.policy, item.role), now)
+            marked = self._actuator.prefer_removal(namespace, target, selector, load)
+        except Exception as e:  # the scale-down goes on; the ReplicaSet picks its own victims
+            log.warning("could not mark the least-loaded pods of %s/%s: %s",
+                        namespace, target.name, e)  # fmt: skip
+            return
+        if marked:
+            log.info("%s/%s: marked %d pods by load before scaling down",
+                     namespace, target.name, marked)  # fmt: skip
 
 
 def _key(policy: Policy, role: Role) -> PoolKey:

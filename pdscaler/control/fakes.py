@@ -18,6 +18,7 @@ class FakeMetricsSource:
         self.signals: dict[PoolKey, PoolSignals] = {}
         self.failure: Exception | None = None
         self.calls = 0
+        self.loads: dict[PoolKey, dict[str, float]] = {}
 
     def set(self, key: PoolKey, signals: PoolSignals) -> None:
         self.signals[key] = signals
@@ -27,6 +28,9 @@ class FakeMetricsSource:
         if self.failure is not None:
             raise self.failure
         return {q.key: self.signals[q.key] for q in pools if q.key in self.signals}
+
+    def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
+        return self.loads.get(pool.key, {})
 
 
 @dataclass
@@ -54,6 +58,8 @@ class RecordingActuator:
     targets: dict[tuple[str, str], FakeTarget] = field(default_factory=dict)
     writes: list[Write] = field(default_factory=list)
     fail_next: list[PdscalerError] = field(default_factory=list)
+    # (namespace, name, pod load) of every prefer_removal call, before its scale-down
+    removals: list[tuple[str, str, dict[str, float]]] = field(default_factory=list)
 
     def add(self, namespace: str, name: str, replicas: int, ready: int | None = None) -> None:
         ready = replicas if ready is None else ready
@@ -73,6 +79,12 @@ class RecordingActuator:
 
     def replicas(self, namespace: str, name: str) -> int:
         return self._target(namespace, name).state.spec_replicas
+
+    def observe(self, namespace: str, name: str, **state: object) -> None:
+        """Set what a read of the target shows besides its size (``selector``,
+        ``unschedulable``, ``managed_by``, ...)."""
+        target = self._target(namespace, name)
+        target.state = replace(target.state, **state)  # type: ignore[arg-type]
 
     def read_scale(self, namespace: str, target: ScaleTargetRef) -> ScaleState:
         return self._target(namespace, target.name).state
@@ -95,6 +107,12 @@ class RecordingActuator:
         )
         self.writes.append(Write(namespace, target.name, replicas, resource_version))
         return found.state.resource_version
+
+    def prefer_removal(
+        self, namespace: str, target: ScaleTargetRef, selector: str, load: Mapping[str, float]
+    ) -> int:
+        self.removals.append((namespace, target.name, dict(load)))
+        return len(load)
 
     def _target(self, namespace: str, name: str) -> FakeTarget:
         try:

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from pdscaler.domain.leader import LeaderStatus
 from pdscaler.domain.policy import ScaleTargetRef
 from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState, SeriesKey
 
@@ -21,6 +22,10 @@ class MetricsSource(Protocol):
         A pool missing from the answer, or a signal missing from a pool, is read as empty.
         Raising means the whole source failed; every signal is then graded ``error``.
         """
+        ...
+
+    def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
+        """Running requests per pod of one pool, by pod name; empty when unknown."""
         ...
 
 
@@ -37,6 +42,33 @@ class Actuator(Protocol):
         Returns the new resource version. Raises Conflict when the target changed since it
         was read (the next tick re-reads and re-decides), or another pdscaler error.
         """
+        ...
+
+    def prefer_removal(
+        self, namespace: str, target: ScaleTargetRef, selector: str, load: Mapping[str, float]
+    ) -> int:
+        """Before a scale-down, mark which pods to remove first: the least loaded (``load``
+        by pod name). Returns the pods marked; 0 where the workload cannot be told."""
+        ...
+
+
+class Leadership(Protocol):
+    """Which replica of pdscaler runs the loop and writes: one at a time."""
+
+    def step(self) -> bool:
+        """Acquire or renew leadership; returns whether this replica leads now."""
+        ...
+
+    def confirm(self) -> bool:
+        """Ask once more, right before a write, whether this replica still leads."""
+        ...
+
+    def release(self) -> None:
+        """Step down (a clean stop)."""
+        ...
+
+    def status(self) -> LeaderStatus:
+        """Leading or not, who leads, and why (for health and logs)."""
         ...
 
 

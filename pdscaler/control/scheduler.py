@@ -2,12 +2,15 @@
 
 One job, whose body is a single call to ``tick``: never two at once
 (``max_instances=1``), and a tick missed while the previous one ran is not made up
-(``coalesce=True``).
+(``coalesce=True``). With leader election a second job tries the lease every retry
+period; only the leader ticks, and a replica that becomes leader first rebuilds its
+history from the decision log (the previous leader's decisions are its own from then on).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,6 +18,7 @@ from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from pdscaler.control.controller import Controller
+from pdscaler.control.ports import Leadership
 from pdscaler.domain.clock import Clock
 
 log = logging.getLogger(__name__)
@@ -27,12 +31,24 @@ class LoopHealth:
 
 
 class Loop:
-    def __init__(self, controller: Controller, interval: timedelta, clock: Clock) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        interval: timedelta,
+        clock: Clock,
+        leadership: Leadership | None = None,
+        lease_every: timedelta = timedelta(seconds=2),
+    ) -> None:
         self._controller = controller
         self._interval = interval
         self._clock = clock
+        self._leadership = leadership
+        self._lease_every = lease_every
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started_at: datetime | None = None
+        self._leading = leadership is None
+        self._leading_since: datetime | None = None
+        self._lock = threading.Lock()
 
     @property
     def job(self) -> Job | None:
@@ -40,7 +56,18 @@ class Loop:
 
     def start(self, *, paused: bool = False) -> None:
         """Restore history from the log, then tick every interval (``paused``: not yet)."""
-        self._controller.restore()
+        if self._leadership is None:
+            self._controller.restore()
+        else:
+            self._scheduler.add_job(
+                self.step_lease,
+                "interval",
+                seconds=self._lease_every.total_seconds(),
+                max_instances=1,
+                coalesce=True,
+                id="lease",
+                next_run_time=self._clock.now(),
+            )
         self._started_at = self._clock.now()
         self._scheduler.add_job(
             self._run,
@@ -54,14 +81,32 @@ class Loop:
         self._scheduler.start(paused=paused)
 
     def stop(self) -> None:
+        """Stop ticking, then give up the lease so that another replica takes over now."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=True)
+        if self._leadership is not None:
+            self._leadership.release()
 
     def run_once(self) -> None:
         """The job's body: one tick; an exception is logged and the loop goes on."""
         self._run()
 
+    def step_lease(self) -> bool:
+        """The lease job's body: acquire or renew; returns whether this replica leads."""
+        assert self._leadership is not None
+        try:
+            return self._leadership.step()
+        except Exception:  # the lease job must go on; not renewing means stepping down
+            log.exception("leader election step failed")
+            return False
+
+    @property
+    def leading(self) -> bool:
+        return self._leadership is None or self._leadership.status().leading
+
     def _run(self) -> None:
+        if not self._take_turn():
+            return
         try:
             report = self._controller.tick()
         except Exception:  # a tick that raises must not end the loop; it is logged
@@ -75,11 +120,34 @@ class Loop:
             report.failures,
         )
 
+    def _take_turn(self) -> bool:
+        """Whether this replica ticks now; a new leader first rebuilds its history."""
+        if self._leadership is None:
+            return True
+        status = self._leadership.status()
+        with self._lock:
+            was, self._leading = self._leading, status.leading
+        if status.leading and not was:
+            log.info("leading: rebuilding history from the decision log")
+            self._leading_since = self._clock.now()
+            self._controller.restore()
+        elif was and not status.leading:
+            log.warning("no longer leading: %s", status.message)
+        return status.leading
+
     def health(self) -> LoopHealth:
-        """Unhealthy when the last completed tick is older than three intervals."""
+        """Unhealthy when the last completed tick is older than three intervals. A replica
+        on standby is healthy: it serves the API while another one leads."""
+        if self._leadership is not None:
+            status = self._leadership.status()
+            if not status.leading:
+                return LoopHealth(True, status.message)
         now = self._clock.now()
         last = self._controller.last_tick
-        since = last.at if last else self._started_at
+        since = max(
+            (t for t in (last.at if last else None, self._leading_since, self._started_at) if t),
+            default=None,
+        )
         if since is None:
             return LoopHealth(False, "the control loop has not started")
         age = now - since

@@ -19,7 +19,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from pdscaler.domain.errors import FieldError, InvalidInput
@@ -104,6 +104,23 @@ class ScaleTargetRef(_Model):
     api_version: Annotated[str, Field(min_length=1, max_length=253)]
     kind: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]{0,62}$")]
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)]
+    # A role inside a workload that sizes its roles itself (AIBrix StormService), whose
+    # own /scale counts whole prefill+decode units.
+    role: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")] | None = None
+
+    @model_validator(mode="after")
+    def _role_only_where_roles_exist(self) -> ScaleTargetRef:
+        if self.role is not None and self.kind not in ROLE_KINDS:
+            raise ValueError(f"role is only for {', '.join(sorted(ROLE_KINDS))}; "
+                             f"a {self.kind} is sized through its /scale")  # fmt: skip
+        if self.role is None and self.kind in ROLE_KINDS:
+            raise ValueError(f"a {self.kind}'s /scale counts whole prefill+decode units: "
+                             "set role to the role this pool is")  # fmt: skip
+        return self
+
+
+# Kinds whose roles pdscaler sizes one by one, by a patch of the role's replicas.
+ROLE_KINDS = frozenset({"StormService"})
 
 
 class MetricSpec(_Model):

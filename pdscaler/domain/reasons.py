@@ -50,3 +50,6 @@ class Reason(StrEnum):
     SCALE_DOWN_PAUSED = "ScaleDownPaused"
     EXTERNAL_CHANGE = "ExternalChange"
     EXTERNAL_CHANGE_RESPECTED = "ExternalChangeRespected"
+    MANAGED_ELSEWHERE = "ManagedElsewhere"
+    # placement
+    UNSCHEDULABLE = "Unschedulable"

@@ -139,3 +139,5 @@ class ScaleState:
     pending_replicas: int  # asked for, not yet ready (counts against the GPU budget)
     resource_version: str | None = None
     selector: str | None = None
+    unschedulable: int = 0  # pods the scheduler could not place for longer than a threshold
+    managed_by: str | None = None  # another autoscaler that targets it too ("HPA ns/name")

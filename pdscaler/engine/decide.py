@@ -36,7 +36,12 @@ from pdscaler.domain.reasons import Reason
 from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
 from pdscaler.engine.coordinate import Bounds, Pair, coordinate_budget, coordinate_ratio
 from pdscaler.engine.gate import gate_recommendation
-from pdscaler.engine.guard import consolidate, consolidation_floor, guard_slo
+from pdscaler.engine.guard import (
+    consolidate,
+    consolidation_floor,
+    guard_slo,
+    hold_unplaceable,
+)
 from pdscaler.engine.history import PoolHistory, Recommendation
 from pdscaler.engine.limits import RateBounds, limit_replicas, rate_bounds
 from pdscaler.engine.recommend import TOTALS, PoolView, vote
@@ -146,6 +151,10 @@ def _hold(spec: PolicySpec, inputs: PoolInput, now: datetime) -> tuple[Step, Poo
     current, history = inputs.state.spec_replicas, inputs.history
     if spec.mode is Mode.PAUSED:
         return Step("mode", current, Reason.PAUSED, "policy is paused"), history
+    if inputs.state.managed_by and spec.mode is Mode.ACTIVE:
+        message = (f"{inputs.state.managed_by} also scales this target: pdscaler does not act "
+                   "on it (remove that autoscaler, or run this policy in shadow)")  # fmt: skip
+        return Step("mode", current, Reason.MANAGED_ELSEWHERE, message), history
     if spec.mode is Mode.SHADOW or history.last_applied in (None, current):
         return None
     since = history.external_since or now
@@ -219,6 +228,9 @@ def _stabilize_and_limit(
     steps.append(
         limit_replicas(steps[-1].value, current, pool.min_replicas, pool.max_replicas, rate)
     )
+    _append(steps, hold_unplaceable(steps[-1].value, current, inputs.state.unschedulable))
+    if inputs.state.unschedulable:  # coordination may not grow the pool either
+        rate = rate._replace(highest=None)
     # The size the target runs now is known and accepted from here on: a later difference
     # that pdscaler did not write is someone else's change.
     history = PoolHistory(

@@ -37,6 +37,16 @@ def guard_slo(
     return Step("slo", value, Reason.SLO_MET, f"{measured_ms:.0f} ms within {slo_ms:.0f} ms")
 
 
+def hold_unplaceable(value: int, current_replicas: int, unschedulable: int) -> Step | None:
+    """Pods the scheduler cannot place: asking for more would only queue more of them."""
+    if unschedulable <= 0 or value <= current_replicas:
+        return None
+    pods = "pod" if unschedulable == 1 else "pods"
+    return Step("schedule", current_replicas, Reason.UNSCHEDULABLE,
+                f"{unschedulable} {pods} cannot be scheduled: no scale-up until they are placed "
+                f"(wanted {value})")  # fmt: skip
+
+
 def consolidation_floor(loads: Iterable[tuple[float, float]], tolerance: float) -> int:
     """The fewest replicas whose predicted per-replica load stays under target.
 

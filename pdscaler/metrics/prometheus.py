@@ -203,6 +203,31 @@ class PrometheusSource:
                 signals[key][job.signal] = signal
         return {key: PoolSignals(values) for key, values in signals.items()}
 
+    def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
+        """Running requests per pod of one pool, for choosing which pods a scale-down
+        removes. Empty when the preset has no per-server running gauge or Prometheus
+        cannot answer: no pod is then preferred."""
+        pool = _with_default_selector(pool)
+        if pool.queries or pool.engine.value not in ENGINES:
+            return {}
+        name = self.chosen(load_preset(pool.engine.value)).get("running")
+        if name is None:
+            return {}
+        sel = _values(_Group(pool.engine.value, tuple(sorted(pool.selector))), [pool], "")["sel"]
+        try:
+            result = self._client.custom_query(
+                f"sum by (pod) ({name}{sel})", timeout=self._config.timeout_s
+            )
+        except (requests.RequestException, PrometheusApiClientException, ValueError) as e:
+            log.warning("running requests per pod of %s: %s", pool.key, _short(e))
+            return {}
+        load = {}
+        for series in result:
+            pod, value = series.get("metric", {}).get("pod"), float(series["value"][1])
+            if pod and math.isfinite(value):
+                load[pod] = value
+        return load
+
     def history(
         self,
         pools: Sequence[PoolQuery],

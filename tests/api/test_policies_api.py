@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
+
 import yaml
 from fastapi.testclient import TestClient
 
 from pdscaler.control.clock import FakeClock
+from pdscaler.domain.decision import Step
+from pdscaler.domain.policy import Role
+from pdscaler.domain.reasons import Reason
+from pdscaler.store.db import Database
+from pdscaler.store.decisions import DecisionStore
 from tests.conftest import auth
-from tests.factories import policy_doc
+from tests.factories import decision, policy_doc
 
 EDITOR = auth("editor")
 URL = "/v1/policies/inference/llama"
@@ -290,3 +298,30 @@ def test_an_unknown_capacity_profile_is_refused_on_save(client: TestClient) -> N
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "spec.prefill.metrics[0].profile"
     assert client.get("/v1/policies", headers=EDITOR).json()["items"] == []
+
+
+def test_status_repeats_what_keeps_the_loop_from_acting(
+    client: TestClient, db: Database, clock: FakeClock
+) -> None:
+    _create(client)
+    unplaced = Step("schedule", 4, Reason.UNSCHEDULABLE, "2 pods cannot be scheduled: ...")
+    owned = Step("mode", 3, Reason.MANAGED_ELSEWHERE, "HPA inference/llama-decode also scales")
+    store = DecisionStore(db)
+    store.record(replace(decision(clock.now(), role=Role.PREFILL), steps=(unplaced,)))
+    store.record(replace(decision(clock.now(), role=Role.DECODE), steps=(owned,)))
+
+    warnings = client.get(URL, headers=EDITOR).json()["status"]["warnings"]
+
+    assert warnings == [f"prefill: {unplaced.message}", f"decode: {owned.message}"]
+
+
+def test_status_forgets_a_problem_the_last_decision_no_longer_has(
+    client: TestClient, db: Database, clock: FakeClock
+) -> None:
+    _create(client)
+    unplaced = Step("schedule", 4, Reason.UNSCHEDULABLE, "2 pods cannot be scheduled: ...")
+    store = DecisionStore(db)
+    store.record(replace(decision(clock.now(), role=Role.PREFILL), steps=(unplaced,)))
+    store.record(decision(clock.now() + timedelta(seconds=5), role=Role.PREFILL))
+
+    assert client.get(URL, headers=EDITOR).json()["status"]["warnings"] == []

@@ -12,6 +12,7 @@ from pdscaler.domain.policy import (
     DEFAULT_SCALE_DOWN,
     DEFAULT_SCALE_UP,
     Mode,
+    Role,
     ScalingPolicyType,
     SelectPolicy,
     parse_policy,
@@ -85,6 +86,18 @@ INVALID = [
     Invalid("bad name", {"metadata": {"name": "Llama_8B"}}, "metadata.name", "pattern"),
     Invalid("same target twice",
             {"spec": {"decode": {"scaleTargetRef": {"name": "prefill"}}}},
+            "spec.decode.scaleTargetRef", "different targets"),
+    Invalid("a role on a kind without roles",
+            {"spec": {"decode": {"scaleTargetRef": {"role": "decode"}}}},
+            "spec.decode.scaleTargetRef", "role is only for StormService"),
+    Invalid("a StormService without the role the pool is",
+            {"spec": {"decode": {"scaleTargetRef": {
+                "apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "StormService"}}}},
+            "spec.decode.scaleTargetRef", "set role"),
+    Invalid("the same StormService role twice",
+            {"spec": {role: {"scaleTargetRef": {
+                "apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "StormService",
+                "name": "llama", "role": "decode"}} for role in ("prefill", "decode")}},
             "spec.decode.scaleTargetRef", "different targets"),
     Invalid("bad target apiVersion",
             {"spec": {"decode": {"scaleTargetRef": {"apiVersion": "apps/v1/extra"}}}},
@@ -196,3 +209,14 @@ def test_documents_use_camel_case_names_only() -> None:
         parse_policy(doc)
 
     assert raised.value.errors[0].field == "spec.cold_start_seconds"
+
+
+def test_two_roles_of_one_stormservice_are_two_pools() -> None:
+    ref = {"apiVersion": "orchestration.aibrix.ai/v1alpha1", "kind": "StormService",
+           "name": "llama"}  # fmt: skip
+    doc = policy_doc({"spec": {role: {"scaleTargetRef": {**ref, "role": role}}
+                               for role in ("prefill", "decode")}})  # fmt: skip
+
+    policy = parse_policy(doc)
+
+    assert [policy.spec.pool(r).scale_target_ref.role for r in Role] == ["prefill", "decode"]

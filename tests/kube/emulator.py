@@ -1,9 +1,12 @@
 """An HTTP-level emulator of kube-apiserver for what pdscaler uses, so that tests drive the
 real ``kubernetes`` client over a loopback socket: discovery, ``/scale`` of workloads
 (GET, PUT with optimistic concurrency, PATCH in the media types the server accepts per
-kind), pod lists by label selector, and Leases for leader election. Errors are real
-``Status`` objects (see ``objects.py``). Faults can be injected: an error answer, a delay,
-or a connection dropped without an answer.
+kind), pods (lists by label selector, GET and PATCH by name), Leases for leader election,
+and plain objects (HorizontalPodAutoscalers, KEDA ScaledObjects, AIBrix StormServices:
+list, GET, PUT with optimistic concurrency, PATCH). Errors are real ``Status`` objects (see
+``objects.py``). RBAC can be switched on with the rules of a ClusterRole or a Role: then
+what they do not grant is a 403 as the real authorizer words it. Faults can be injected:
+an error answer, a delay, or a connection dropped without an answer.
 
 It speaks JSON only, has no watch, no controllers (status.replicas follows spec.replicas at
 once) and no server-side apply.
@@ -29,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from kubernetes.client import ApiClient, Configuration
 
+from pdscaler.actuator.transport import Transport, TransportConfig
 from tests.kube import objects as o
 from tests.kube.objects import ApiError, Json, Kind, Request
 
@@ -71,6 +75,9 @@ class ApiServerEmulator:
         self._workloads: dict[tuple[str, str, str], _Workload] = {}  # (namespace, kind, name)
         self._pods: dict[tuple[str, str], Json] = {}
         self._leases: dict[tuple[str, str], Json] = {}
+        self._objects: dict[tuple[str, str, str], Json] = {}  # (namespace, kind, name)
+        self._grants: list[tuple[list[Json], str | None]] | None = None  # None: no RBAC
+        self.user = "system:serviceaccount:pdscaler:pdscaler"
         self._faults: deque[_Fault] = deque()
         self._clients: list[ApiClient] = []
         self._server: _Server | None = None
@@ -115,6 +122,12 @@ class ApiServerEmulator:
             raise RuntimeError("the emulator is not started")
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
+
+    def transport(self, *, retries: int = 2, qps: float = 1000.0, burst: int = 1000) -> Transport:
+        """pdscaler's transport over a real client of this server, with short backoffs."""
+        config = TransportConfig(request_timeout_s=2, retries=retries, max_backoff_s=0.05,
+                                 qps=qps, burst=burst)  # fmt: skip
+        return Transport(self.client(retries=False), config)
 
     def client(self, *, retries: int | bool | None = None) -> ApiClient:
         """A real client for this server, closed by ``stop()``. ``retries`` is
@@ -168,6 +181,32 @@ class ApiServerEmulator:
                 metadata, ready=ready, phase=phase, unschedulable_since=unschedulable_since
             )
 
+    def add_object(
+        self, api_version: str, kind: str, namespace: str, name: str, spec: Json
+    ) -> None:
+        """A plain object (an HPA, a ScaledObject, a StormService) with this spec."""
+        found = o.find_kind(kind)
+        if found.scalable or found.group_version != api_version:
+            raise ValueError(f"the emulator serves no plain {kind} in {api_version}")
+        with self._lock:
+            metadata = self._new_metadata(namespace, name)
+            self._objects[(namespace, kind, name)] = {"metadata": metadata,
+                                                      "spec": copy.deepcopy(spec)}  # fmt: skip
+
+    def object(self, namespace: str, kind: str, name: str) -> Json:
+        with self._lock:
+            return copy.deepcopy(self._objects[(namespace, kind, name)])
+
+    def pod(self, namespace: str, name: str) -> Json:
+        with self._lock:
+            return copy.deepcopy(self._pods[(namespace, name)])
+
+    def grant(self, rules: list[Json], namespace: str | None = None) -> None:
+        """Switch RBAC on (if it is not) and bind these PolicyRules to the client's user:
+        cluster-wide (a ClusterRoleBinding) or in one namespace (a RoleBinding)."""
+        with self._lock:
+            self._grants = [*(self._grants or []), (copy.deepcopy(rules), namespace)]
+
     def set_replicas(self, namespace: str, kind: str, name: str, replicas: int) -> None:
         """Another writer (a person, GitOps) changes the workload."""
         with self._lock:
@@ -212,6 +251,10 @@ class ApiServerEmulator:
         """The answer to one request; None means drop the connection."""
         with self._lock:
             self.requests.append((request.method, request.path, request.content_type))
+            denied = self._authorize(request)
+        if denied is not None:
+            return Answer(denied.code, denied.status)
+        with self._lock:
             fault = None
             if self._faults and not _DISCOVERY.match(request.path):
                 fault = self._faults.popleft()
@@ -301,6 +344,95 @@ class ApiServerEmulator:
             ]
             return Answer(200, o.list_of("PodList", "v1", str(self._version), items))
 
+    def _pod(self, request: Request, namespace: str, name: str) -> Answer:
+        if request.method == "PATCH":
+            o.check_patch_type(o.POD, request.content_type)
+        elif request.method != "GET":
+            raise o.method_not_allowed()
+        with self._lock:
+            pod = self._pods.get((namespace, name))
+            if pod is None:
+                raise o.not_found(o.POD, name)
+            if request.method == "PATCH":
+                pod = self._store_patched(pod, o.patched(request, pod), o.POD, name)
+                self._pods[(namespace, name)] = pod
+            return Answer(200, {"kind": "Pod", "apiVersion": "v1"} | copy.deepcopy(pod))
+
+    def _object(
+        self,
+        request: Request,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        name: str | None = None,
+    ) -> Answer:
+        kind = o.find_plural(group, version, plural)
+        if kind is None or kind.scalable or kind.kind in ("Pod", "Lease"):
+            raise o.no_such_path()
+        typed = {"kind": kind.kind, "apiVersion": kind.group_version}
+        if request.method == "PATCH" and name is not None:
+            o.check_patch_type(kind, request.content_type)
+        elif request.method not in (("GET", "PUT") if name else ("GET",)):
+            raise o.method_not_allowed()
+        with self._lock:
+            if name is None:
+                items = [copy.deepcopy(obj) for (ns, k, _), obj in sorted(self._objects.items())
+                         if (ns, k) == (namespace, kind.kind)]  # fmt: skip
+                return Answer(200, o.list_of(f"{kind.kind}List", kind.group_version,
+                                             str(self._version), items))  # fmt: skip
+            stored = self._objects.get((namespace, kind.kind, name))
+            if stored is None:
+                raise o.not_found(kind, name)
+            if request.method == "GET":
+                return Answer(200, typed | copy.deepcopy(stored))
+            if request.method == "PUT":
+                sent = o.decode_body(request, kind.group_version, kind.kind, namespace)
+                o.check_name(sent, name)
+                wanted = o.field_of(sent, "metadata", "resourceVersion")
+                if wanted and wanted != stored["metadata"]["resourceVersion"]:
+                    raise o.conflict(kind, name)
+                changed = {"metadata": stored["metadata"], "spec": sent.get("spec") or {}}
+            else:
+                changed = o.patched(request, typed | stored)
+            stored = self._store_patched(stored, changed, kind, name)
+            self._objects[(namespace, kind.kind, name)] = stored
+            return Answer(200, typed | copy.deepcopy(stored))
+
+    def _store_patched(self, stored: Json, changed: Json, kind: o.Kind, name: str) -> Json:
+        """The server's update after a patch: a resourceVersion the patch set is a
+        precondition; identity fields stay; a change gets a new version, a no-op none."""
+        changed = {k: v for k, v in changed.items() if k not in ("kind", "apiVersion")}
+        wanted = o.field_of(changed, "metadata", "resourceVersion")
+        if wanted != stored["metadata"]["resourceVersion"]:
+            raise o.conflict(kind, name)
+        metadata = {**(changed.get("metadata") or {}),
+                    **{k: stored["metadata"][k] for k in ("name", "namespace", "uid",
+                                                          "creationTimestamp")}}  # fmt: skip
+        changed["metadata"] = metadata
+        if changed == stored:
+            return stored
+        self._version += 1
+        metadata["resourceVersion"] = str(self._version)
+        return changed
+
+    def _authorize(self, request: Request) -> o.ApiError | None:
+        """RBAC, when switched on: the request's verb on its resource must be granted."""
+        if self._grants is None:
+            return None
+        attributes = _attributes(request)
+        if attributes is None:  # discovery: every authenticated user may read it
+            return None
+        verb, group, resource, name, namespace = attributes
+        for rules, bound_namespace in self._grants:
+            if bound_namespace is not None and bound_namespace != namespace:
+                continue
+            for rule in rules:
+                if _allows(rule, verb, group, resource, name):
+                    return None
+        return o.forbidden(self.user, verb, o.find_plural_any(group, resource), resource, name,
+                           namespace)  # fmt: skip
+
     def _lease(self, request: Request, namespace: str, name: str | None = None) -> Answer:
         allowed = ("GET", "PUT") if name else ("GET", "POST")
         if request.method not in allowed:
@@ -389,6 +521,39 @@ def _scale_of(workload: _Workload) -> Json:
     return o.scale_object(workload.metadata, workload.replicas, workload.selector)
 
 
+_RESOURCE_PATH = re.compile(
+    r"^/(?:api/v1|apis/(?P<group>[^/]+)/[^/]+)/namespaces/(?P<namespace>[^/]+)/"
+    r"(?P<resource>[^/]+)(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?$"
+)
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _attributes(request: Request) -> tuple[str, str, str, str | None, str] | None:
+    """(verb, API group, resource[/subresource], name, namespace), as the authorizer sees a
+    request; None for a non-resource path."""
+    matched = _RESOURCE_PATH.match(request.path)
+    if matched is None:
+        return None
+    name, sub = matched["name"], matched["sub"]
+    resource = f"{matched['resource']}/{sub}" if sub else matched["resource"]
+    if request.method == "GET":
+        verb = "get" if name else ("watch" if request.query.get("watch") else "list")
+    else:
+        verb = _VERBS.get(request.method, request.method.lower())
+    return verb, matched["group"] or "", resource, name, matched["namespace"]
+
+
+def _allows(rule: Json, verb: str, group: str, resource: str, name: str | None) -> bool:
+    def has(key: str, value: str) -> bool:
+        values = rule.get(key) or []
+        return "*" in values or value in values
+
+    names = rule.get("resourceNames") or []
+    if names and (name is None or name not in names):
+        return False
+    return has("verbs", verb) and has("apiGroups", group) and has("resources", resource)
+
+
 def _typed_lease(lease: Json) -> Json:
     return {"kind": "Lease", "apiVersion": "coordination.k8s.io/v1"} | copy.deepcopy(lease)
 
@@ -438,6 +603,7 @@ _ROUTES: tuple[tuple[re.Pattern[str], _Serve], ...] = tuple(
         (r"^/api/(?P<version>v1)$", ApiServerEmulator._discovery),
         (r"^/apis/(?P<group>[^/]+)(?:/(?P<version>[^/]+))?$", ApiServerEmulator._discovery),
         (r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods$", ApiServerEmulator._pod_list),
+        (r"^/api/v1/namespaces/(?P<namespace>[^/]+)/pods/(?P<name>[^/]+)$", ApiServerEmulator._pod),
         (
             r"^/apis/coordination\.k8s\.io/v1/namespaces/(?P<namespace>[^/]+)/leases"
             r"(?:/(?P<name>[^/]+))?$",
@@ -447,6 +613,11 @@ _ROUTES: tuple[tuple[re.Pattern[str], _Serve], ...] = tuple(
             r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<namespace>[^/]+)/"
             r"(?P<plural>[^/]+)/(?P<name>[^/]+)/scale$",
             ApiServerEmulator._scale,
+        ),
+        (
+            r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<namespace>[^/]+)/"
+            r"(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$",
+            ApiServerEmulator._object,
         ),
     )
 )

@@ -58,8 +58,15 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind("", "v1", "Pod", "pods", builtin=True, scalable=False),
     Kind("coordination.k8s.io", "v1", "Lease", "leases", builtin=True, scalable=False),
-)
-LEASE = KINDS[-1]
+    Kind("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers",
+         builtin=True, scalable=False),
+    Kind("keda.sh", "v1alpha1", "ScaledObject", "scaledobjects", builtin=False, scalable=False),
+    # Its /scale (whole prefill+decode units) is not emulated: pdscaler patches its roles.
+    Kind("orchestration.aibrix.ai", "v1alpha1", "StormService", "stormservices", builtin=False,
+         scalable=False),
+)  # fmt: skip
+LEASE = next(k for k in KINDS if k.kind == "Lease")
+POD = next(k for k in KINDS if k.kind == "Pod")
 
 # Patch types kube-apiserver accepts (without the alpha CBOR one): strategic merge patch
 # needs Go struct tags, so custom resources do not get it.
@@ -83,6 +90,11 @@ def find_plural(group: str, version: str, plural: str) -> Kind | None:
     return next(
         (k for k in KINDS if (k.group, k.version, k.plural) == (group, version, plural)), None
     )
+
+
+def find_plural_any(group: str, resource: str) -> Kind | None:
+    plural = resource.split("/")[0]
+    return next((k for k in KINDS if (k.group, k.plural) == (group, plural)), None)
 
 
 def timestamp(at: datetime) -> str:
@@ -200,6 +212,19 @@ _INJECTED_MESSAGES = {
     503: ("ServiceUnavailable", "the server is currently unable to handle the request"),
     504: ("Timeout", "the server was unable to return a response in the time allotted"),
 }
+
+
+def forbidden(user: str, verb: str, kind: Kind | None, resource: str, name: str | None,
+              namespace: str | None) -> ApiError:  # fmt: skip
+    """RBAC's denial, worded as kube-apiserver words it."""
+    group = kind.group if kind else ""
+    what = f"{resource.split('/')[0]}.{group}" if group else resource.split("/")[0]
+    subject = f'{what} "{name}"' if name else what
+    where = f' in the namespace "{namespace}"' if namespace else ""
+    message = (f'{subject} is forbidden: User "{user}" cannot {verb} resource "{resource}" '
+               f'in API group "{group}"{where}')  # fmt: skip
+    return ApiError(403, "Forbidden", message, {"name": name or "", "group": group,
+                                                 "kind": resource.split("/")[0]})  # fmt: skip
 
 
 def injected(code: int, reason: str | None, retry_after_s: int | None) -> ApiError:
@@ -355,10 +380,12 @@ def _apply_operation(document: Json, operation: Json) -> bool:
         return False
     parent: Any = document
     for token in tokens[:-1]:
-        if not isinstance(parent, dict) or token not in parent:
+        parent = _child(parent, token)
+        if parent is None:
             return False
-        parent = parent[token]
     last, op = tokens[-1], operation.get("op")
+    if isinstance(parent, list):
+        return _apply_to_list(parent, last, op, operation.get("value"))
     if not isinstance(parent, dict) or (op != "add" and last not in parent):
         return False
     if op == "test":
@@ -370,6 +397,35 @@ def _apply_operation(document: Json, operation: Json) -> bool:
         del parent[last]
         return True
     return False
+
+
+def _child(parent: Any, token: str) -> Any:
+    if isinstance(parent, dict):
+        return parent.get(token)
+    if isinstance(parent, list) and token.isdigit() and int(token) < len(parent):
+        return parent[int(token)]
+    return None
+
+
+def _apply_to_list(items: list[Any], token: str, op: object, value: object) -> bool:
+    """An array member by index (``-`` appends, for add only), as RFC 6902 says."""
+    if op == "add" and token == "-":
+        items.append(value)
+        return True
+    if not token.isdigit() or int(token) > len(items) or (op != "add" and int(token) == len(items)):
+        return False
+    index = int(token)
+    if op == "test":
+        return bool(items[index] == value)
+    if op == "add":
+        items.insert(index, value)
+    elif op == "replace":
+        items[index] = value
+    elif op == "remove":
+        del items[index]
+    else:
+        return False
+    return True
 
 
 # -- request bodies -----------------------------------------------------------------------

@@ -4,10 +4,13 @@ emulator: /scale reads and optimistic writes for built-in and custom kinds, and 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
-from pdscaler.actuator.kubernetes import ActuationError, ActuatorConfig, KubernetesActuator
+from pdscaler.actuator.kubernetes import KubernetesActuator
+from pdscaler.actuator.transport import ActuationError
+from pdscaler.control.clock import FakeClock
 from pdscaler.domain.errors import Conflict, NotFound, Unavailable
 from pdscaler.domain.policy import ScaleTargetRef
 from tests.kube.emulator import ApiServerEmulator
@@ -32,8 +35,7 @@ def emulator() -> Iterator[ApiServerEmulator]:
 
 @pytest.fixture
 def actuator(emulator: ApiServerEmulator) -> KubernetesActuator:
-    config = ActuatorConfig(request_timeout_s=2, retries=2, max_backoff_s=0.05)
-    return KubernetesActuator(emulator.client(retries=False), config)
+    return KubernetesActuator(emulator.transport(), FakeClock(datetime.now(UTC)))
 
 
 def test_reads_spec_ready_and_pending_from_scale_and_pods(

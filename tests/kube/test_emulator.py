@@ -359,7 +359,7 @@ def test_raw_discovery_documents(api: ApiClient) -> None:
     assert json.loads(api_versions)["versions"] == ["v1"]
     assert {g["name"] for g in json.loads(groups)["groups"]} == {
         "apps", "leaderworkerset.x-k8s.io", "workloads.x-k8s.io", "nvidia.com",
-        "coordination.k8s.io",
+        "coordination.k8s.io", "autoscaling", "keda.sh", "orchestration.aibrix.ai",
     }  # fmt: skip
     assert [r["name"] for r in json.loads(pods)["resources"]] == ["pods"]
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from pdscaler.actuator.kubernetes import ActuatorConfig, KubernetesActuator
+from pdscaler.actuator.kubernetes import KubernetesActuator
 from pdscaler.control.clock import FakeClock
 from pdscaler.domain.decision import DecisionStatus
 from pdscaler.domain.policy import Role, ScaleTargetRef, parse_policy
@@ -34,8 +34,7 @@ def emulator() -> Iterator[ApiServerEmulator]:
 @pytest.fixture
 def h(db: Database, clock: FakeClock, emulator: ApiServerEmulator) -> Harness:
     harness = Harness(db, clock)
-    config = ActuatorConfig(request_timeout_s=2, retries=1, max_backoff_s=0.05)
-    harness.actuator = KubernetesActuator(emulator.client(retries=False), config)  # type: ignore[assignment]
+    harness.actuator = KubernetesActuator(emulator.transport(retries=1), clock)  # type: ignore[assignment]
     harness.controller = harness.new_controller()
     targets = {"spec": {"prefill": {"scaleTargetRef": {"name": "llama-prefill"}},
                         "decode": {"scaleTargetRef": {"name": "llama-decode"}}}}  # fmt: skip
