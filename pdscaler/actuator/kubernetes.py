@@ -45,6 +45,7 @@ DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 DRAINABLE_KINDS = frozenset({("apps", "Deployment"), ("apps", "ReplicaSet")})
 STORM_ROLE_LABEL = "role-name"
 STORM_NAME_LABEL = "storm-service-name"
+STORM_GROUP_INDEX_LABEL = "stormservice.orchestration.aibrix.ai/pod-group-index"
 
 __all__ = ["ActuationError", "ActuatorConfig", "KubernetesActuator"]
 
@@ -144,6 +145,8 @@ class KubernetesActuator:
         service = self._request("GET", self._role_path(namespace, target))
         _index, role = _find_role(service, target)
         selector = f"{STORM_NAME_LABEL}={target.name},{STORM_ROLE_LABEL}={target.role}"
+        if int(role.get("podGroupSize") or 1) > 1:  # a replica is a group: count its first pod
+            selector += f",{STORM_GROUP_INDEX_LABEL}=0"
         version = service.get("metadata", {}).get("resourceVersion")
         return int(role.get("replicas", 0)), version, selector
 
@@ -159,7 +162,8 @@ class KubernetesActuator:
             operations.append(
                 {"op": "replace", "path": "/metadata/resourceVersion", "value": resource_version}
             )
-        operations.append({"op": "replace", "path": f"{role_path}/replicas", "value": replicas})
+        # add, not replace: a role written without replicas (0) has no such member yet.
+        operations.append({"op": "add", "path": f"{role_path}/replicas", "value": replicas})
         try:
             service = self._request("PATCH", path, operations, content_type=MEDIA_JSON_PATCH)
         except ActuationError as e:
@@ -290,9 +294,14 @@ class _Owner:
 
 def _find_role(service: Json, target: ScaleTargetRef) -> tuple[int, Json]:
     roles = service.get("spec", {}).get("template", {}).get("spec", {}).get("roles") or []
-    for index, role in enumerate(roles):
-        if isinstance(role, dict) and role.get("name") == target.role:
-            return index, role
+    found = [
+        (i, r) for i, r in enumerate(roles) if isinstance(r, dict) and r.get("name") == target.role
+    ]
+    if len(found) > 1:  # the CRD does not forbid it; which one is meant cannot be told
+        raise ActuationError(f"{target.kind} {target.name} has {len(found)} roles named "
+                             f"{target.role!r}", 422)  # fmt: skip
+    if found:
+        return found[0]
     names = ", ".join(str(r.get("name")) for r in roles if isinstance(r, dict)) or "none"
     raise NotFound(f"{target.kind} {target.name} has no role {target.role!r} (roles: {names})")
 

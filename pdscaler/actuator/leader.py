@@ -47,6 +47,7 @@ class LeaseElector:
         self._observed_at: datetime | None = None  # when it was first seen as it is
         self._version: str | None = None
         self._error: str | None = None
+        self._term = 0
 
     @property
     def path(self) -> str:
@@ -71,6 +72,8 @@ class LeaseElector:
         with self._lock:
             self._error = None
             if leading:
+                if not self._leading_at(now):  # a new term: acquired, or renewed too late
+                    self._term += 1
                 self._renewed_at = now
             return self._leading_at(now)
 
@@ -106,13 +109,13 @@ class LeaseElector:
         with self._lock:
             leading = self._leading_at(self._clock.now())
             holder = (self._observed or {}).get("holderIdentity") or None
-            error = self._error
+            error, term = self._error, self._term
         if leading:
-            return LeaderStatus(True, holder, "leading")
+            return LeaderStatus(True, holder, "leading", term)
         message = f"standby; the leader is {holder}" if holder else "standby; no leader yet"
         if error:
             message += f" (lease: {error})"
-        return LeaderStatus(False, holder, message)
+        return LeaderStatus(False, holder, message, term)
 
     # -- the election ----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ the side of holding.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 from datetime import timedelta
 
 from pdscaler.domain.decision import DecisionStatus
@@ -29,10 +30,15 @@ def rebuild(rows: Iterable[HistoryRow], keep: timedelta) -> dict[PoolKey, PoolHi
             continue
         history = history.with_recommendation(row.decided_at, row.raw_recommendation, keep)
         applied = row.status == DecisionStatus.APPLIED.value
-        if applied and row.current_replicas is not None and row.desired_replicas is not None:
-            history = history.with_scale(
-                row.decided_at, row.current_replicas, row.desired_replicas, keep
-            )
+        # A pending row's write may or may not have happened (the process stopped between
+        # the write and its record): it counts against the rate policies, and the size the
+        # target runs is taken as it is found rather than as someone else's change.
+        unknown = row.status == DecisionStatus.PENDING.value
+        current, desired = row.current_replicas, row.desired_replicas
+        if (applied or unknown) and current is not None and desired is not None:
+            history = history.with_scale(row.decided_at, current, desired, keep)
+            if unknown:
+                history = replace(history, last_applied=None)
         elif row.current_replicas is not None:
             history = PoolHistory(
                 history.recommendations, history.scale_events, last_applied=row.current_replicas

@@ -48,6 +48,7 @@ class Loop:
         self._started_at: datetime | None = None
         self._leading = leadership is None
         self._leading_since: datetime | None = None
+        self._term = -1  # the term of leadership the history was last rebuilt for
         self._lock = threading.Lock()
 
     @property
@@ -121,13 +122,16 @@ class Loop:
         )
 
     def _take_turn(self) -> bool:
-        """Whether this replica ticks now; a new leader first rebuilds its history."""
+        """Whether this replica ticks now; a new term of leadership first rebuilds history."""
         if self._leadership is None:
             return True
         status = self._leadership.status()
         with self._lock:
             was, self._leading = self._leading, status.leading
-        if status.leading and not was:
+            # A new term, even one that began after another ended between two ticks: the
+            # other leader may have acted meanwhile, so history is rebuilt from the log.
+            new_term, self._term = status.term != self._term, status.term
+        if status.leading and new_term:
             log.info("leading: rebuilding history from the decision log")
             self._leading_since = self._clock.now()
             self._controller.restore()

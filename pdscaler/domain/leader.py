@@ -10,3 +10,4 @@ class LeaderStatus:
     leading: bool
     holder: str | None  # who leads, as last seen
     message: str
+    term: int = 0  # counts this replica's terms as leader: a new one means others may have acted

@@ -161,6 +161,17 @@ class PerfProfile:
             ]
         )
 
+    def itl_ms(self, context_tokens: float, concurrency: float) -> float:
+        """Inter-token latency of ``concurrency`` sequences of ``context_tokens`` decoded
+        together: piecewise-linear along each measured curve (below its smallest batch, that
+        batch's ITL; beyond its largest, the last segment's slope, never faster), blended
+        between the two measured context lengths around ``context_tokens``."""
+        _require_positive("context_tokens", max(context_tokens, 1.0))
+        return sum(
+            weight * _itl_along(points, max(concurrency, 1.0))
+            for weight, points in self._bracket(context_tokens)
+        )
+
     def _fit_ms(self, isl_tokens: float) -> float:
         scale, *coefficients = self._prefill_fit
         x = isl_tokens / scale
@@ -229,6 +240,21 @@ def _best_within_slo(
             )
     within = [_capped(c, kv_cap) for c in candidates if c.itl_ms <= itl_slo_ms]
     return max(within, key=lambda c: c.tokens_per_s) if within else None
+
+
+def _itl_along(points: Sequence[DecodePoint], concurrency: float) -> float:
+    if concurrency <= points[0].concurrency:
+        return points[0].itl_ms
+    for a, b in pairwise(points):
+        if concurrency <= b.concurrency:
+            share = (concurrency - a.concurrency) / (b.concurrency - a.concurrency)
+            return _lerp(a.itl_ms, b.itl_ms, share)
+    last = points[-1]
+    if len(points) == 1:
+        return last.itl_ms * concurrency / last.concurrency
+    before = points[-2]
+    slope = max((last.itl_ms - before.itl_ms) / (last.concurrency - before.concurrency), 0.0)
+    return last.itl_ms + slope * (concurrency - last.concurrency)
 
 
 def _crosses(start: float, end: float, level: float) -> bool:

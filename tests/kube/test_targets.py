@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from pdscaler.actuator.kubernetes import KubernetesActuator
+from pdscaler.actuator.transport import ActuationError
 from pdscaler.control.clock import FakeClock
 from pdscaler.domain.errors import Conflict, NotFound
 from pdscaler.domain.policy import ScaleTargetRef
@@ -192,3 +193,46 @@ def test_a_missing_role_is_not_found_and_names_the_roles_there_are(
 
     with pytest.raises(NotFound, match="prefill, decode"):
         actuator.read_scale(NS, ref)
+
+
+def test_a_role_without_replicas_is_given_some(
+    emulator: ApiServerEmulator, actuator: KubernetesActuator
+) -> None:
+    roles = [{"name": "prefill"}, {"name": "decode", "replicas": 1}]  # prefill: none yet
+    emulator.add_object(STORM, "StormService", NS, "llama",
+                        {"replicas": 1, "template": {"spec": {"roles": roles}}})  # fmt: skip
+    ref = ScaleTargetRef(api_version=STORM, kind="StormService", name="llama", role="prefill")
+    state = actuator.read_scale(NS, ref)
+
+    actuator.write_scale(NS, ref, 2, state.resource_version)
+
+    assert state.spec_replicas == 0
+    stored = emulator.object(NS, "StormService", "llama")["spec"]["template"]["spec"]["roles"]
+    assert stored[0]["replicas"] == 2
+
+
+def test_a_role_of_pod_groups_counts_each_group_once(
+    emulator: ApiServerEmulator, actuator: KubernetesActuator
+) -> None:
+    roles = [{"name": "decode", "replicas": 1, "podGroupSize": 2}]
+    emulator.add_object(STORM, "StormService", NS, "llama",
+                        {"replicas": 1, "template": {"spec": {"roles": roles}}})  # fmt: skip
+    for index in ("0", "1"):
+        labels = {"storm-service-name": "llama", "role-name": "decode",
+                  "stormservice.orchestration.aibrix.ai/pod-group-index": index}  # fmt: skip
+        emulator.add_pod(NS, f"llama-decode-g0-{index}", labels, ready=True)
+
+    state = actuator.read_scale(NS, STORM_DECODE)
+
+    assert (state.spec_replicas, state.ready_replicas) == (1, 1)
+
+
+def test_two_roles_of_one_name_are_refused(
+    emulator: ApiServerEmulator, actuator: KubernetesActuator
+) -> None:
+    roles = [{"name": "decode", "replicas": 1}, {"name": "decode", "replicas": 2}]
+    emulator.add_object(STORM, "StormService", NS, "llama",
+                        {"replicas": 1, "template": {"spec": {"roles": roles}}})  # fmt: skip
+
+    with pytest.raises(ActuationError, match="2 roles named 'decode'"):
+        actuator.read_scale(NS, STORM_DECODE)
