@@ -1,0 +1,1 @@
+"""Replaying traces on the simulated cluster under pdscaler and under baseline autoscalers."""

@@ -1,0 +1,114 @@
+"""The simulated cluster behind the controller's own seams.
+
+:class:`SimMetricsSource` answers ``MetricsSource.observe`` from the cluster's state, as
+Prometheus would from the engines' metrics: rates and lengths over a window, the queue
+and the running batch now, the KV cache use, and the TTFT and ITL quantiles of the
+requests that got their first token (or finished) within the window. :class:`SimActuator`
+answers ``Actuator``: ``/scale`` is the pool's replicas asked for (ready and pending),
+written with the same optimistic concurrency as the API server. The very same controller
+and engine then run against the simulator, on the simulated clock.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from pdscaler.domain.errors import Conflict
+from pdscaler.domain.policy import Role, ScaleTargetRef
+from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState, Signal
+from pdscaler.domain.signals import SignalName as S
+from pdscaler.sim.cluster import Cluster, Outcome
+
+
+class SimMetricsSource:
+    def __init__(self, cluster: Cluster, epoch: datetime, window_s: float = 60.0) -> None:
+        self._cluster = cluster
+        self._epoch = epoch
+        self._window_s = window_s
+
+    def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
+        t = (now - self._epoch).total_seconds()
+        return {pool.key: self._signals(pool, t, now) for pool in pools}
+
+    def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
+        return self._cluster.pod_load(pool.key.role)
+
+    def _signals(self, pool: PoolQuery, t: float, now: datetime) -> PoolSignals:
+        cluster, role = self._cluster, pool.key.role
+        since = t - min(self._window_s, max(t, 1e-9))
+        span = max(t - since, 1e-9)
+        arrived = _between(cluster.outcomes, since, t, lambda o: o.request.arrival_s)
+        first = _between(cluster.first_tokens, since, t, lambda o: o.first_token_s)
+        finished = _between(cluster.finished, since, t, lambda o: o.done_s)
+        queued, queued_tokens = cluster.queued(role)
+        inputs = [o.request.input_tokens for o in arrived]
+        outputs = [o.request.output_tokens for o in finished]
+        values = {
+            S.ARRIVAL_RATE: len(arrived) / span,
+            S.INPUT_TOKEN_RATE: sum(inputs) / span,
+            S.OUTPUT_TOKEN_RATE: sum(outputs) / span,
+            S.MEAN_INPUT_LENGTH: sum(inputs) / len(inputs) if inputs else 0.0,
+            S.P90_INPUT_LENGTH: _quantile(inputs, 0.9),
+            S.MEAN_OUTPUT_LENGTH: sum(outputs) / len(outputs) if outputs else 0.0,
+            S.P90_OUTPUT_LENGTH: _quantile(outputs, 0.9),
+            S.QUEUED_REQUESTS: float(queued),
+            S.QUEUED_PREFILL_TOKENS: float(queued_tokens) if role is Role.PREFILL else 0.0,
+            S.RUNNING_REQUESTS: float(cluster.running(role)),
+            S.KV_CACHE_UTILIZATION: cluster.kv_utilization(),
+            S.TTFT_MS: _quantile([o.ttft_s * 1000 for o in first], pool.ttft_quantile),
+            S.ITL_MS: _quantile([o.tpot_s * 1000 for o in finished], pool.itl_quantile),
+        }
+        return PoolSignals({name: Signal.fresh(v, now) for name, v in values.items()})
+
+
+class SimActuator:
+    """``/scale`` of the simulated pools: one target per role, whatever its name."""
+
+    def __init__(self, cluster: Cluster, roles: Mapping[str, Role]) -> None:
+        self._cluster = cluster
+        self._roles = dict(roles)  # target name -> the pool it sizes
+        self._versions = dict.fromkeys(Role, 1)
+        self.writes = 0
+
+    def read_scale(self, namespace: str, target: ScaleTargetRef) -> ScaleState:
+        role = self._roles[target.name]
+        ready, pending, _draining = self._cluster.counts(role)
+        return ScaleState(ready + pending, ready, pending, str(self._versions[role]))
+
+    def write_scale(
+        self, namespace: str, target: ScaleTargetRef, replicas: int, resource_version: str | None
+    ) -> str | None:
+        role = self._roles[target.name]
+        if resource_version is not None and resource_version != str(self._versions[role]):
+            raise Conflict(f"{target.name} changed since it was read")
+        self._cluster.set_replicas(role, replicas)
+        self._versions[role] += 1
+        self.writes += 1
+        return str(self._versions[role])
+
+    def prefer_removal(
+        self, namespace: str, target: ScaleTargetRef, selector: str, load: Mapping[str, float]
+    ) -> int:
+        return 0  # the simulator removes the least-loaded replicas itself
+
+
+def sim_time(epoch: datetime, t: float) -> datetime:
+    return epoch + timedelta(seconds=t)
+
+
+def _between(
+    items: list[Outcome], since: float, until: float, at: Callable[[Outcome], float]
+) -> list[Outcome]:
+    """The items (kept in order of ``at``) with ``since`` < at <= ``until``."""
+    return items[bisect_right(items, since, key=at) : bisect_right(items, until, key=at)]
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank); NaN with no values, as Prometheus answers."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))])
