@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine, create_engine, text
 
 from pdscaler.store.models import Base
 
 config = context.config
+LOCK = 0x70647363616C6572  # "pdscaler": the advisory lock that serialises migrations
 
 
 def _engine() -> Engine:
@@ -30,6 +31,10 @@ def run_migrations_online() -> None:
             compare_type=True,
         )
         with context.begin_transaction():
+            if engine.dialect.name == "postgresql":
+                # Two replicas starting together: the second waits here, then finds the
+                # schema at head and has nothing to do. Released when the transaction ends.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK})
             context.run_migrations()
         connection.commit()
 

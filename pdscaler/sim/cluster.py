@@ -108,6 +108,7 @@ class _Decode(_Replica):
     finishes: list[tuple[float, int]] = field(default_factory=list)  # (clock at end, id)
     input_sum: float = 0.0
     joined_sum: float = 0.0
+    reserved: int = 0  # KV tokens set aside: each running sequence's input + output
     waiting: deque[Outcome] = field(default_factory=deque)
     version: int = 0  # invalidates scheduled completion events
 
@@ -295,7 +296,9 @@ class Cluster:
         while replica.waiting:
             request = replica.waiting[0].request
             need = request.input_tokens + request.output_tokens
-            if replica.running and self._kv(replica) + need > replica.capacity:
+            # Room is reserved for a sequence's whole context, output included, so the
+            # cache never overflows as the batch grows (the schedulers' admission rule).
+            if replica.running and replica.reserved + need > replica.capacity:
                 break
             outcome = replica.waiting.popleft()
             # The decode replica emits the first token once the KV cache is in and the
@@ -309,6 +312,7 @@ class Cluster:
             replica.running[key] = (outcome, replica.clock)
             replica.input_sum += request.input_tokens
             replica.joined_sum += replica.clock
+            replica.reserved += need
             heapq.heappush(replica.finishes, (replica.clock + request.output_tokens - 1, key))
             admitted = True
         if admitted:
@@ -320,12 +324,14 @@ class Cluster:
             self._decode_done(replica)
 
     def _decode_done(self, replica: _Decode) -> None:
+        """The first sequence is due to finish, or the ITL is due for an update."""
         self._advance(replica)
         while replica.finishes and replica.finishes[0][0] <= replica.clock + 1e-9:
             _end, key = heapq.heappop(replica.finishes)
             outcome, joined = replica.running.pop(key)
             replica.input_sum -= outcome.request.input_tokens
             replica.joined_sum -= joined
+            replica.reserved -= outcome.request.input_tokens + outcome.request.output_tokens
             self._finish(outcome)
         if replica.waiting:
             self._admit(replica)
@@ -363,6 +369,9 @@ class Cluster:
         n = len(replica.running)
         replica.itl_s = self.profile.itl_ms(max(replica.mean_context(), 1.0), n) / 1000.0
         tokens_left = max(replica.finishes[0][0] - replica.clock, 0.0)
+        # The context grows as tokens come: look no further ahead than a few percent of it,
+        # so that the ITL is brought up to date as the batch's context lengthens.
+        tokens_left = min(tokens_left, max(16.0, 0.02 * replica.mean_context()))
         self._push(self.now + tokens_left * replica.itl_s, self._decode_due,
                    (replica, replica.version))  # fmt: skip
 

@@ -6,12 +6,11 @@ wall-clock date-times) and the Mooncake traces (JSON Lines with ``timestamp`` in
 milliseconds from the trace's start, ``input_length``, ``output_length``). Either way the
 result is a list of :class:`Request` in arrival order, the first arriving at 0 s.
 
-Load is changed two ways. :func:`scale_rate` multiplies the request rate by a factor,
-keeping the trace's shape: arrival times are divided by the factor, and for a factor above
-one the trace is repeated (each copy shifted by a fraction of a second) so that the number
-of requests grows with it rather than the span shrinking. :func:`time_scale` compresses or
-stretches time without changing which requests there are. :func:`concat` joins traces one
-after the other; :func:`window` keeps a slice of time.
+Load is changed two ways. :func:`scale_rate` multiplies the request rate by a factor over
+the same span, keeping the trace's shape: the trace is laid over itself (each copy shifted
+by a fraction of a second) and thinned evenly to the wanted count. :func:`time_scale`
+compresses or stretches time without changing which requests there are. :func:`concat`
+joins traces one after the other; :func:`window` keeps a slice of time.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import csv
 import json
 import math
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -53,7 +52,7 @@ def load_trace(path: Path | str) -> list[Request]:
 def scale_rate(trace: Sequence[Request], factor: float) -> list[Request]:
     """``factor`` times the request rate over the same span (``factor`` > 0).
 
-    The trace is laid over itself ``ceil(factor)`` times, copy ``k`` shifted by ``k / factor``
+    The trace is laid over itself ``ceil(factor)`` times, copy ``k`` shifted by ``k / copies``
     seconds, then thinned evenly to ``factor`` times the original count: the shape of the
     load (its bursts and lulls) is kept and only its height changes.
     """
@@ -82,7 +81,7 @@ def time_scale(trace: Sequence[Request], speed: float) -> list[Request]:
 
 
 def window(trace: Sequence[Request], start_s: float, end_s: float) -> list[Request]:
-    """The requests arriving in [start_s, end_s), the first of the window at 0."""
+    """The requests arriving in [start_s, end_s), with the window's start at 0 s."""
     return [r._replace(arrival_s=r.arrival_s - start_s) for r in trace
             if start_s <= r.arrival_s < end_s]  # fmt: skip
 
@@ -108,9 +107,12 @@ def _csv(path: Path, text: str) -> list[Request]:
     if not wanted <= set(reader.fieldnames or ()):
         raise TraceError(f"{path}: a CSV trace needs the columns {sorted(wanted)}")
     requests = []
-    for line, row in enumerate(reader, start=2):
+    for row in reader:
+        line = reader.line_num
         try:
-            at = datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp()
+            # The Azure traces' times carry no zone: read them as UTC, whatever the local
+            # zone (a daylight-saving change must not open a gap in the trace).
+            at = datetime.fromisoformat(row["TIMESTAMP"][:26]).replace(tzinfo=UTC).timestamp()
             requests.append(_request(at, row["ContextTokens"], row["GeneratedTokens"]))
         except (ValueError, TypeError) as e:
             raise TraceError(f"{path}:{line}: {e}") from e

@@ -3,6 +3,8 @@ models never drift from what the migrations create."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +64,19 @@ def test_empty_or_old_schema_is_refused_with_the_fix(fresh_engine: Engine) -> No
 
     migrate.upgrade(fresh_engine)
     migrate.require_head(fresh_engine)
+
+
+def test_replicas_that_upgrade_together_all_succeed(temp_postgres: TempPostgres) -> None:
+    """Two pods of a fresh install run ``pdscaler db upgrade`` at the same moment."""
+    url = temp_postgres.create()
+    code = ("import sys; from pdscaler.store import migrate; from pdscaler.store.db import "
+            "create_db_engine; migrate.upgrade(create_db_engine(sys.argv[1]))")  # fmt: skip
+    runs = [subprocess.Popen([sys.executable, "-c", code, url], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]  # fmt: skip
+
+    failures = [err for run in runs for err in [run.communicate(timeout=120)[1]] if run.returncode]
+
+    assert failures == []
+    engine = create_db_engine(url)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
