@@ -193,6 +193,8 @@ class KubernetesSettings(_Group):
 
     @model_validator(mode="after")
     def _sane_lease(self) -> KubernetesSettings:
+        if self.retry_period < timedelta(milliseconds=100):
+            raise ValueError("retry_period must be at least 100ms")
         if not self.lease_duration > self.renew_deadline > self.retry_period:
             raise ValueError(
                 "lease_duration must exceed renew_deadline, which must exceed retry_period "

@@ -153,10 +153,13 @@ def build_services(
     policies = policies or PolicyStore(db)
 
     def warnings() -> list[str]:
+        found = []
+        if loop is not None and not loop.leading:  # a standby: say who leads
+            found.append(f"control loop: {loop.health().message}")
         if source is None:
-            return []
+            return found
         engines = {p.policy.spec.engine.value for p in policies.all()} - {"custom"}
-        return source.problems(engines) if engines else []
+        return found + (source.problems(engines) if engines else [])
 
     def policy_warnings(policy: Policy) -> list[str]:
         engine = policy.spec.engine.value

@@ -11,9 +11,11 @@ from prometheus_api_client import PrometheusConnect
 from pdscaler.config import Settings
 from pdscaler.control.clock import FakeClock
 from pdscaler.control.controller import Controller
+from pdscaler.domain.leader import LeaderStatus
 from pdscaler.domain.policy import Role
 from pdscaler.metrics.prometheus import PrometheusSource, SourceConfig
 from pdscaler.store.db import Database
+from pdscaler.store.decisions import DecisionFilter
 from pdscaler.wiring import Backends, build_runtime
 from tests.conftest import auth
 from tests.control.harness import Harness
@@ -137,3 +139,44 @@ def test_a_policy_reports_the_metric_families_the_loop_cannot_find(
     assert status["warnings"]
     assert status["warnings"][0].startswith("vllm: no series for")
     assert "vllm:kv_cache_usage_perc" in status["warnings"][0]
+
+
+class Standby:
+    """Leadership held by another replica."""
+
+    def step(self) -> bool:
+        return False
+
+    def confirm(self) -> bool:
+        return False
+
+    def release(self) -> None:
+        pass
+
+    def status(self) -> LeaderStatus:
+        return LeaderStatus(False, "pdscaler-1", "standby; the leader is pdscaler-1")
+
+
+def test_a_standby_is_ready_and_says_who_leads(
+    settings: Settings, db: Database, clock: FakeClock
+) -> None:
+    h = Harness(db, clock)
+    h.add_policy()
+    loop_on = settings.model_copy(
+        update={"loop": settings.loop.model_copy(update={"enabled": True})}
+    )
+    runtime = build_runtime(loop_on, db, clock, Backends(h.metrics, h.actuator, Standby()))
+    assert runtime.loop is not None
+    client = TestClient(runtime.app)
+    runtime.loop.start(paused=True)
+    try:
+        runtime.loop.run_once()
+        clock.advance(10 * settings.loop.interval)
+        ready = client.get("/readyz")
+    finally:
+        runtime.loop.stop()
+
+    assert ready.status_code == 200
+    assert ready.json()["warnings"] == ["control loop: standby; the leader is pdscaler-1"]
+    assert h.actuator.writes == []
+    assert h.decisions.page(DecisionFilter(), limit=1)[0] == []
