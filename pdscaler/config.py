@@ -221,6 +221,12 @@ class LoopSettings(_Group):
         default_factory=lambda: os.environ.get("HOSTNAME") or socket.gethostname(),
         description="This replica's name in the audit log (the pod name in a cluster).",
     )
+    namespaces: list[Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")]] = (
+        Field(
+            default_factory=list,
+            description="Only the policies of these namespaces are run by the loop (empty: all).",
+        )
+    )
 
     @field_validator("interval")
     @classmethod

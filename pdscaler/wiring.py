@@ -82,6 +82,7 @@ def build_controller(
         interval=settings.loop.interval,
         max_sample_age_s=settings.loop.max_sample_age.total_seconds(),
         identity=settings.loop.identity,
+        namespaces=frozenset(settings.loop.namespaces),
         profile_for=_profile,
     )
     return Controller(

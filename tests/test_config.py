@@ -143,7 +143,7 @@ def test_lease_timings_that_could_elect_two_leaders_are_refused(
     for name, value in timing.items():
         monkeypatch.setenv(f"PDSCALER_KUBERNETES__{name}", value)
 
-    with pytest.raises(SettingsError, match="PDSCALER_KUBERNETES.*(must exceed|at least)"):
+    with pytest.raises(SettingsError, match=r"PDSCALER_KUBERNETES.*(must exceed|at least)"):
         load_settings()
 
 

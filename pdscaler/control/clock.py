@@ -37,3 +37,25 @@ class FakeClock:
     def jump(self, by: timedelta) -> None:
         """Move wall time only, as an NTP step would; monotonic time is unaffected."""
         self._now += by
+
+
+class AcceleratedClock:
+    """Time that runs ``speed`` times faster than the system's, from ``start``: a
+    simulation replayed faster than real time."""
+
+    def __init__(self, speed: float, start: datetime | None = None) -> None:
+        if not speed > 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.speed = speed
+        self.start = start or datetime.now(UTC)
+        self._origin = time.monotonic()
+
+    def elapsed_s(self) -> float:
+        """Simulated seconds since ``start``."""
+        return (time.monotonic() - self._origin) * self.speed
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed_s())
+
+    def monotonic(self) -> float:
+        return self.elapsed_s()

@@ -78,6 +78,7 @@ class ControllerConfig:
     interval: timedelta
     max_sample_age_s: float
     identity: str = "pdscaler"
+    namespaces: frozenset[str] = frozenset()  # the policies this loop runs (empty: all)
     profile_for: Callable[[str | None], PerfProfile | None] = field(default=lambda _: None)
 
 
@@ -119,6 +120,10 @@ class Controller:
         now = now or self._clock.now()
         report = TickReport(at=now)
         policies = self._policies.all()
+        if self._config.namespaces:
+            policies = [
+                p for p in policies if p.policy.metadata.namespace in self._config.namespaces
+            ]
         report.policies = len(policies)
         states = {p.policy.key: self._read(p.policy) for p in policies}
         observed = self._observe(

@@ -38,12 +38,16 @@ class Loop:
         clock: Clock,
         leadership: Leadership | None = None,
         lease_every: timedelta = timedelta(seconds=2),
+        pace: float = 1.0,
     ) -> None:
+        """``pace``: ticks come ``pace`` times as often in real time as ``interval`` says,
+        for a ``clock`` that runs that much faster (a simulation replayed quickly)."""
         self._controller = controller
         self._interval = interval
         self._clock = clock
         self._leadership = leadership
         self._lease_every = lease_every
+        self._pace = pace
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started_at: datetime | None = None
         self._leading = leadership is None
@@ -73,7 +77,7 @@ class Loop:
         self._scheduler.add_job(
             self._run,
             "interval",
-            seconds=self._interval.total_seconds(),
+            seconds=self._interval.total_seconds() / self._pace,
             max_instances=1,
             coalesce=True,
             id="tick",

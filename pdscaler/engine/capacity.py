@@ -59,8 +59,11 @@ def prefill_replicas(
     mean_input_tokens: float,
     queued_prefill_tokens: float,
     ttft_slo_ms: float,
+    drain_s: float | None = None,
 ) -> CapacityEstimate:
-    """Prefill replicas for the arrivals plus enough to drain the backlog within the SLO.
+    """Prefill replicas for the arrivals plus enough to drain the backlog within the SLO,
+    or within ``drain_s`` when that is longer (replicas asked for now serve only after the
+    pool's cold start, so a backlog is spread over it rather than sized to vanish at once).
 
     Service time S = ``profile.prefill_ms(mean_input_tokens)``; each replica is an M/D/1
     queue run at :func:`max_utilization`, so steady replicas = λ·S / ρmax. The queued
@@ -91,13 +94,14 @@ def prefill_replicas(
     rho = max_utilization(service_s, slo_s) if reachable else UNREACHABLE_UTILIZATION
     drain_tokens_per_s = profile.prefill_tokens_per_s(mean_input_tokens)
     steady = arrival_rate_per_s * service_s / rho
-    replicas = steady + queued_prefill_tokens / (drain_tokens_per_s * slo_s)
+    drain = max(slo_s, drain_s or 0.0) if math.isfinite(slo_s) else slo_s
+    replicas = steady + queued_prefill_tokens / (drain_tokens_per_s * drain)
 
     def arithmetic() -> str:
         return (
             f"λ {arrival_rate_per_s:.3g} req/s × S {service_s:.4g} s / ρmax {rho:.2f} "
             f"+ backlog {queued_prefill_tokens:.0f} tok / ({drain_tokens_per_s:.0f} tok/s × "
-            f"{slo_s:.3g} s) = {replicas:.2f}"
+            f"{drain:.3g} s) = {replicas:.2f}"
         )
 
     def unreachable() -> str:

@@ -44,7 +44,7 @@ from pdscaler.engine.guard import (
 )
 from pdscaler.engine.history import PoolHistory, Recommendation
 from pdscaler.engine.limits import RateBounds, limit_replicas, rate_bounds
-from pdscaler.engine.recommend import TOTALS, PoolView, vote
+from pdscaler.engine.recommend import TOTALS, PoolView, queue_is_empty, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
 
 
@@ -118,6 +118,7 @@ def decide_pool(
         max_sample_age_s,
         inputs.profile,
         inputs.forecast,
+        spec.cold_start_seconds,
     )
     recommended = _recommend(view)
     steps = [s for s in (_outside_change(spec, inputs), recommended) if s is not None]
@@ -137,7 +138,9 @@ def decide_pool(
     steps.append(gate.step)
     measured = view.value(SignalName.TTFT_MS if role is Role.PREFILL else SignalName.ITL_MS)
     slo_ms = spec.slo.ttft_ms if role is Role.PREFILL else spec.slo.itl_ms
-    _append(steps, guard_slo(steps[-1].value, current, measured, slo_ms, spec.slo.guard_margin))
+    settled = role is Role.PREFILL and queue_is_empty(view)
+    _append(steps, guard_slo(steps[-1].value, current, measured, slo_ms, spec.slo.guard_margin,
+                             arriving=inputs.state.pending_replicas, settled=settled))  # fmt: skip
     floor = consolidation_floor(_loads(view), pool.scale_down_rules.tolerance or 0.0)
     _append(steps, consolidate(steps[-1].value, current, floor))
     return _stabilize_and_limit(pool, role, inputs, steps, now, gate.failures)

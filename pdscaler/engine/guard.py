@@ -15,25 +15,24 @@ def guard_slo(
     measured_ms: float | None,
     slo_ms: float | None,
     margin: float,
+    *,
+    arriving: int = 0,
+    settled: bool = False,
 ) -> Step | None:
-    """Above the SLO, never shrink; above SLO x (1 + margin), grow by at least one."""
+    """Above the SLO, never shrink; above SLO x (1 + margin), grow by at least one, unless
+    replicas are still ``arriving`` (asked for, not ready: their help is on its way) or
+    the latency is ``settled`` (a trailing quantile of a queue that is gone)."""
     if measured_ms is None or slo_ms is None:
         return None
-    if measured_ms > slo_ms * (1 + margin):
+    over = f"{measured_ms:.0f} ms is over SLO {slo_ms:.0f} ms"
+    if measured_ms > slo_ms * (1 + margin) and not arriving and not settled:
         grown = max(value, current_replicas + 1)
-        return Step(
-            "slo",
-            grown,
-            Reason.SLO_BREACHED,
-            f"{measured_ms:.0f} ms is over SLO {slo_ms:.0f} ms + {margin:.0%}",
-        )
+        return Step("slo", grown, Reason.SLO_BREACHED, f"{over} + {margin:.0%}")
     if measured_ms > slo_ms:
-        return Step(
-            "slo",
-            max(value, current_replicas),
-            Reason.SLO_VIOLATED,
-            f"{measured_ms:.0f} ms is over SLO {slo_ms:.0f} ms: no scale-down",
-        )
+        why = (f"; {arriving} replicas on their way" if arriving and
+               measured_ms > slo_ms * (1 + margin) else "")  # fmt: skip
+        return Step("slo", max(value, current_replicas), Reason.SLO_VIOLATED,
+                    f"{over}: no scale-down{why}")  # fmt: skip
     return Step("slo", value, Reason.SLO_MET, f"{measured_ms:.0f} ms within {slo_ms:.0f} ms")
 
 

@@ -71,6 +71,7 @@ class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
     usable_types: frozenset[MetricType]  # metrics whose signals are all usable
     profile: PerfProfile | None = None
     forecast: Mapping[SignalName, float] | None = None  # predicted at the horizon
+    cold_start_s: float = 0.0  # how long a replica asked for takes to serve
 
     @staticmethod
     def of(
@@ -83,6 +84,7 @@ class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
         max_age_s: float,
         profile: PerfProfile | None = None,
         forecast: Mapping[SignalName, float] | None = None,
+        cold_start_s: float = 0.0,
     ) -> PoolView:
         oldest = now - timedelta(seconds=max_age_s)
         fresh = Quality.FRESH
@@ -97,7 +99,7 @@ class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
         usable = frozenset(
             m.type for m in pool.metrics if all(n in values for n in NEEDS[(m.type, role)])
         )
-        return PoolView(role, pool, slo, state, values, usable, profile, forecast)
+        return PoolView(role, pool, slo, state, values, usable, profile, forecast, cold_start_s)
 
     def value(self, name: SignalName) -> float | None:
         return self.values.get(name)
@@ -161,20 +163,31 @@ def _average_utilization(view: PoolView, metric: MetricSpec) -> Vote:
 
 
 def _latency(view: PoolView, metric: MetricSpec) -> Vote | None:
-    """Latency votes only to grow: proportionally to how far it is over the SLO."""
+    """Latency votes only to grow: proportionally to how far it is over the SLO, at most
+    doubling the pool. TTFT is a trailing quantile: with no queue left it tells of a
+    backlog already served, so a prefill pool's TTFT votes only while requests wait."""
     is_ttft = metric.type is MetricType.TTFT
     measured = view.value(S.TTFT_MS if is_ttft else S.ITL_MS) or 0.0
     slo = (view.slo.ttft_ms if is_ttft else view.slo.itl_ms) or math.inf
     if measured <= slo:
         return None
+    if is_ttft and view.role is Role.PREFILL and queue_is_empty(view):
+        return None
     base = max(view.state.ready_replicas, 1)
-    replicas = math.ceil(base * measured / slo)
+    replicas = min(math.ceil(base * measured / slo), 2 * base)
     return Vote(
         metric.type,
         replicas,
         Reason.TARGET_TRACKING,
         lambda: f"{metric.type} {measured:.0f} ms over the SLO {slo:.0f} ms",
     )
+
+
+def queue_is_empty(view: PoolView) -> bool:
+    """Known to be empty: a queue signal was read, and every one read is zero."""
+    read = [v for v in (view.value(S.QUEUED_REQUESTS), view.value(S.QUEUED_PREFILL_TOKENS))
+            if v is not None]  # fmt: skip
+    return bool(read) and all(v == 0 for v in read)
 
 
 def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
@@ -206,6 +219,7 @@ def _capacity_estimate(view: PoolView) -> CapacityEstimate:
             mean_input_tokens=view.expected(S.MEAN_INPUT_LENGTH) or 0.0,
             queued_prefill_tokens=view.value(S.QUEUED_PREFILL_TOKENS) or 0.0,
             ttft_slo_ms=view.slo.ttft_ms or math.inf,
+            drain_s=view.cold_start_s,
         )
     context = (view.expected(S.MEAN_INPUT_LENGTH) or 0.0) + (
         view.expected(S.MEAN_OUTPUT_LENGTH) or 0.0

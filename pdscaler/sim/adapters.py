@@ -16,7 +16,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from pdscaler.domain.errors import Conflict
+from pdscaler.domain.errors import Conflict, NotFound
 from pdscaler.domain.policy import Role, ScaleTargetRef
 from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState, Signal
 from pdscaler.domain.signals import SignalName as S
@@ -24,13 +24,21 @@ from pdscaler.sim.cluster import Cluster, Outcome
 
 
 class SimMetricsSource:
-    def __init__(self, cluster: Cluster, epoch: datetime, window_s: float = 60.0) -> None:
+    """``advance``: each observation first runs the cluster up to ``now`` (the simulation
+    then moves with the clock the loop runs on, as in the live demo)."""
+
+    def __init__(
+        self, cluster: Cluster, epoch: datetime, window_s: float = 60.0, *, advance: bool = False
+    ) -> None:
         self._cluster = cluster
         self._epoch = epoch
         self._window_s = window_s
+        self._advance = advance
 
     def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
         t = (now - self._epoch).total_seconds()
+        if self._advance:
+            self._cluster.run_until(t)
         return {pool.key: self._signals(pool, t, now) for pool in pools}
 
     def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
@@ -41,7 +49,14 @@ class SimMetricsSource:
         since = t - min(self._window_s, max(t, 1e-9))
         span = max(t - since, 1e-9)
         arrived = _between(cluster.outcomes, since, t, lambda o: o.request.arrival_s)
-        first = _between(cluster.first_tokens, since, t, lambda o: o.first_token_s)
+        # A prefill server's TTFT ends when it has prefilled (it answers the first token);
+        # the decode server's when the sequence joins its batch (transfer and waiting in).
+        if role is Role.PREFILL:
+            prefilled = _between(cluster.prefilled, since, t, lambda o: o.prefilled_s)
+            ttfts = [(o.prefilled_s - o.request.arrival_s) * 1000 for o in prefilled]
+        else:
+            first = _between(cluster.first_tokens, since, t, lambda o: o.first_token_s)
+            ttfts = [o.ttft_s * 1000 for o in first]
         finished = _between(cluster.finished, since, t, lambda o: o.done_s)
         queued, queued_tokens = cluster.queued(role)
         inputs = [o.request.input_tokens for o in arrived]
@@ -58,7 +73,7 @@ class SimMetricsSource:
             S.QUEUED_PREFILL_TOKENS: float(queued_tokens) if role is Role.PREFILL else 0.0,
             S.RUNNING_REQUESTS: float(cluster.running(role)),
             S.KV_CACHE_UTILIZATION: cluster.kv_utilization(),
-            S.TTFT_MS: _quantile([o.ttft_s * 1000 for o in first], pool.ttft_quantile),
+            S.TTFT_MS: _quantile(ttfts, pool.ttft_quantile),
             S.ITL_MS: _quantile([o.tpot_s * 1000 for o in finished], pool.itl_quantile),
         }
         return PoolSignals({name: Signal.fresh(v, now) for name, v in values.items()})
@@ -67,14 +82,25 @@ class SimMetricsSource:
 class SimActuator:
     """``/scale`` of the simulated pools: one target per role, whatever its name."""
 
-    def __init__(self, cluster: Cluster, roles: Mapping[str, Role]) -> None:
+    def __init__(
+        self,
+        cluster: Cluster,
+        roles: Mapping[str, Role],
+        sim_now: Callable[[], float] | None = None,
+    ) -> None:
+        """``sim_now``: the simulated time to run the cluster up to before each read."""
         self._cluster = cluster
         self._roles = dict(roles)  # target name -> the pool it sizes
+        self._sim_now = sim_now
         self._versions = dict.fromkeys(Role, 1)
         self.writes = 0
 
     def read_scale(self, namespace: str, target: ScaleTargetRef) -> ScaleState:
-        role = self._roles[target.name]
+        role = self._roles.get(target.name)
+        if role is None:
+            raise NotFound(f"{namespace}/{target.name} is not a simulated pool")
+        if self._sim_now is not None:
+            self._cluster.run_until(self._sim_now())
         ready, pending, _draining = self._cluster.counts(role)
         return ScaleState(ready + pending, ready, pending, str(self._versions[role]))
 

@@ -62,6 +62,7 @@ class Outcome:
     request: Request
     prefill_replica: int = -1
     decode_replica: int = -1
+    prefilled_s: float = math.nan  # the prefill replica finished it (its own TTFT)
     first_token_s: float = math.nan
     done_s: float = math.nan
 
@@ -144,6 +145,7 @@ class Cluster:
         self._kv_capacity = capacity
         self._transfer_s_per_token = config.kv_bytes_per_token * 8 / (config.link_gbps * 1e9)
         self._gpu_seconds = {Role.PREFILL: 0.0, Role.DECODE: 0.0}
+        self.prefilled: list[Outcome] = []  # in order of prefill done, for metrics
         self.first_tokens: list[Outcome] = []  # in order of first token, for metrics
         self.finished: list[Outcome] = []  # in order of completion
         for role, count in initial.items():
@@ -269,6 +271,8 @@ class Cluster:
 
     def _prefill_done(self, replica: _Prefill) -> None:
         for outcome in replica.batch:
+            outcome.prefilled_s = self.now
+            self.prefilled.append(outcome)
             transfer = outcome.request.input_tokens * self._transfer_s_per_token
             self._push(self.now + transfer, self._decode_in, outcome)
         replica.batch, replica.batch_tokens = [], 0

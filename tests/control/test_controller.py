@@ -9,11 +9,13 @@ from datetime import timedelta
 import pytest
 
 from pdscaler.control.clock import FakeClock
+from pdscaler.control.controller import Controller, ControllerConfig
 from pdscaler.domain.decision import DecisionStatus
 from pdscaler.domain.errors import Conflict, Unavailable
 from pdscaler.domain.policy import Role, parse_policy
 from pdscaler.domain.reasons import Reason
 from pdscaler.domain.versioning import ChangeKind
+from pdscaler.forecast.baselines import LastValue
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionFilter
 from tests.control.harness import Harness
@@ -385,3 +387,25 @@ def test_a_policy_that_cannot_be_decided_fails_alone(h: Harness) -> None:
 
     assert h.replicas(P, "good") == 5
     assert "no such profile" in (h.last(P, "bad").record.error or "")
+
+
+def test_a_loop_limited_to_some_namespaces_runs_only_their_policies(
+    db: Database, clock: FakeClock
+) -> None:
+    h = Harness(db, clock)
+    h.add_policy(name="llama")
+    other = policy_doc(name="other")
+    other["metadata"]["namespace"] = "elsewhere"
+    h.policies.create(parse_policy(other), author="t", comment="", now=clock.now())
+    h.controller = Controller(
+        policies=h.policies, decisions=h.decisions, metrics=h.metrics, actuator=h.actuator,
+        forecaster=LastValue(), clock=clock,
+        config=ControllerConfig(interval=timedelta(seconds=15), max_sample_age_s=60,
+                                namespaces=frozenset({"inference"})),
+    )  # fmt: skip
+
+    report = h.tick()
+
+    assert report.policies == 1
+    page, _ = h.decisions.page(DecisionFilter(), limit=10)
+    assert {d.record.policy_namespace for d in page} == {"inference"}

@@ -94,8 +94,11 @@ PAIRS = [
     Pair("TTFT over the SLO forbids a scale-down",
          {}, (4, {QPT: 0, "ttftMs": 850}), (4, {KV: 0.75}), (4, 4),
          {Role.PREFILL: Reason.DESIRED_WITHIN_RANGE}),
-    Pair("TTFT far over the SLO forces growth",
-         {}, (4, {QPT: 0, "ttftMs": 2000}), (4, {KV: 0.75}), (5, 4)),
+    Pair("TTFT far over the SLO forces growth while requests wait",
+         {}, (4, {QPT: 16384 * 3, "ttftMs": 2000}), (4, {KV: 0.75}), (5, 4)),
+    Pair("TTFT far over the SLO with the queue gone only holds",
+         {}, (4, {QPT: 0, "ttftMs": 2000}), (4, {KV: 0.75}), (4, 4),
+         {Role.PREFILL: Reason.DESIRED_WITHIN_RANGE}),
     Pair("ITL far over the SLO forces decode growth",
          {}, (4, {QPT: 65536}), (4, {KV: 0.75, "itlMs": 100}), (4, 5)),
     Pair("consolidation keeps survivors under target",
@@ -135,3 +138,29 @@ def test_a_stale_sample_is_not_used() -> None:
 
     assert pair.prefill.desired_replicas == 4
     assert Reason.METRICS_MISSING in [s.reason for s in pair.prefill.steps]
+
+
+def test_replicas_on_their_way_hold_back_the_forced_growth() -> None:
+    spec = parse_policy(policy_doc()).spec
+    prefill = PoolInput(ScaleState(6, 4, 2), signals(**{QPT: 16384 * 3, "ttftMs": 2000}),
+                        PoolHistory())  # fmt: skip
+    decode = PoolInput(ScaleState(4, 4, 0), signals(**{KV: 0.75}), PoolHistory())
+
+    pair = decide(spec, prefill, decode, NOW, max_sample_age_s=60)
+
+    slo = next(s for s in pair.prefill.steps if s.name == "slo")
+    assert (slo.reason, slo.value) == (Reason.SLO_VIOLATED, 6)
+    assert "2 replicas on their way" in slo.message
+    assert pair.prefill.desired_replicas == 6
+
+
+def test_a_latency_vote_at_most_doubles_the_pool() -> None:
+    spec = parse_policy(policy_doc({"spec": {"prefill": {
+        "maxReplicas": 64, "metrics": [{"type": "TTFT", "quantile": 0.9}]}}})).spec  # fmt: skip
+    prefill = PoolInput(ScaleState(4, 4, 0), signals(**{QPT: 1000, "ttftMs": 80_000}),
+                        PoolHistory())  # fmt: skip
+    decode = PoolInput(ScaleState(4, 4, 0), signals(**{KV: 0.75}), PoolHistory())
+
+    pair = decide(spec, prefill, decode, NOW, max_sample_age_s=60)
+
+    assert pair.prefill.steps[0].value == 8  # not 400 (100 times over the SLO)
