@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 .PHONY: demo test install services lint typecheck imports pytest bench-api fmt clean
 
 demo: install
-	$(VENV)/bin/pdscaler demo
+	$(VENV)/bin/pdscaler demo --serve
 
 test: install services lint typecheck imports pytest
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pdscaler import __version__
 from pdscaler.config import Role, Settings, SettingsError, load_settings
-from pdscaler.domain.errors import AlreadyExists, PdscalerError
+from pdscaler.domain.errors import PdscalerError
 
 if TYPE_CHECKING:
     from pdscaler.client import PdscalerClient
@@ -47,8 +47,21 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API, and the control loop when enabled")
     serve.set_defaults(command=_serve)
 
-    demo = sub.add_parser("demo", help="migrate, load the example policies and serve")
-    demo.add_argument("--policies", type=Path, default=None, help="policy file or directory")
+    demo = sub.add_parser(
+        "demo", help="run the service on a simulated cluster replaying a public trace"
+    )
+    demo.add_argument(
+        "--policies",
+        type=Path,
+        default=None,
+        help="example policies to load for the API (default: the bundled ones)",
+    )
+    demo.add_argument(
+        "--speed", type=float, default=20.0, help="simulated seconds per real second (default 20)"
+    )
+    demo.add_argument(
+        "--serve", action="store_true", help="keep the API up after the replay, until Ctrl-C"
+    )
     demo.set_defaults(command=_demo)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(required=True)
@@ -174,10 +187,7 @@ def _demo(args: argparse.Namespace) -> int:
     from pdscaler import wiring
     from pdscaler.api.auth import new_token
     from pdscaler.config import ApiToken
-    from pdscaler.control.clock import SystemClock
-    from pdscaler.store import migrate
-    from pdscaler.store.files import read_policies
-    from pdscaler.store.policies import PolicyStore
+    from pdscaler.demo import DemoOptions, run_demo
 
     settings = _settings()
     token = None
@@ -190,27 +200,13 @@ def _demo(args: argparse.Namespace) -> int:
             }
         )
         settings = settings.model_copy(update={"api": api})
-    db = wiring.build_database(settings)
-    migrate.upgrade(db.engine)
-    store = PolicyStore(db)
-    clock = SystemClock()
-    for item in read_policies(args.policies or _bundled("policies")):
-        if item.policy is None:
-            log.warning("skipping %s: %s", item.where, item.errors[0].message)
-            continue
-        # Examples are created once; what was changed over the API since is left alone.
-        try:
-            store.create(item.policy, author="demo", comment="example", now=clock.now())
-            log.info("policy %s/%s created", *item.policy.key)
-        except AlreadyExists:
-            log.info("policy %s/%s exists, left as it is", *item.policy.key)
-    base = f"http://{settings.api.host}:{settings.api.port}"
-    print(f"\npdscaler demo on {settings.database_url}\n  API docs:  {base}/docs")
-    print(f"  policies:  curl {base}/v1/policies")
-    if token:
-        print(f"  admin token for this run: {token}")
-    _run(settings, wiring.build_runtime(settings, db, clock))
-    return 0
+    options = DemoOptions(
+        speed=args.speed,
+        examples=args.policies or _bundled("policies"),
+        serve_after=args.serve,
+        out=settings.data_dir,
+    )
+    return run_demo(settings, wiring.build_database(settings), options, token)
 
 
 def _run(settings: Settings, runtime: Runtime) -> None:

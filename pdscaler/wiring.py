@@ -102,6 +102,8 @@ def build_runtime(
     db: Database,
     clock: Clock | None = None,
     backends: Backends | None = None,
+    *,
+    pace: float = 1.0,
 ) -> Runtime:
     """The API, and the control loop when enabled. Raises SchemaOutOfDate unless at head."""
     migrate.require_head(db.engine)
@@ -118,6 +120,7 @@ def build_runtime(
             clock,
             backends.leadership,
             lease_every=settings.kubernetes.retry_period,
+            pace=pace,
         )
         # Readiness reports what the loop's own source has found out about metric names.
         if isinstance(backends.metrics, PrometheusSource):

@@ -50,6 +50,11 @@ class AcceleratedClock:
         self.start = start or datetime.now(UTC)
         self._origin = time.monotonic()
 
+    def restart(self) -> None:
+        """Start over from now: simulated time 0 is this moment."""
+        self.start = datetime.now(UTC)
+        self._origin = time.monotonic()
+
     def elapsed_s(self) -> float:
         """Simulated seconds since ``start``."""
         return (time.monotonic() - self._origin) * self.speed

@@ -31,12 +31,12 @@ class SimMetricsSource:
         self, cluster: Cluster, epoch: datetime, window_s: float = 60.0, *, advance: bool = False
     ) -> None:
         self._cluster = cluster
-        self._epoch = epoch
+        self.epoch = epoch
         self._window_s = window_s
         self._advance = advance
 
     def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
-        t = (now - self._epoch).total_seconds()
+        t = (now - self.epoch).total_seconds()
         if self._advance:
             self._cluster.run_until(t)
         return {pool.key: self._signals(pool, t, now) for pool in pools}

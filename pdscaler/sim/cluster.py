@@ -62,6 +62,7 @@ class Outcome:
     request: Request
     prefill_replica: int = -1
     decode_replica: int = -1
+    prefill_start_s: float = math.nan  # its prefill batch began (it left the queue)
     prefilled_s: float = math.nan  # the prefill replica finished it (its own TTFT)
     first_token_s: float = math.nan
     done_s: float = math.nan
@@ -75,6 +76,20 @@ class Outcome:
         """Mean time per output token after the first (0 for one-token answers)."""
         steps = self.request.output_tokens - 1
         return (self.done_s - self.first_token_s) / steps if steps > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class ReplicaView:
+    """One replica as its engine's gauges would show it now."""
+
+    id: int
+    role: Role
+    state: State
+    waiting: int  # prefill: queued for a batch; decode: waiting to join the batch
+    running: int  # prefill: in the batch being prefilled; decode: sequences in the batch
+    kv_tokens: float  # KV cache in use: the prefill batch's prompts, the decode batch's context
+    kv_capacity: int
+    decoded_tokens: float  # decode: tokens its running sequences have produced so far
 
 
 @dataclass
@@ -111,6 +126,7 @@ class _Decode(_Replica):
     joined_sum: float = 0.0
     reserved: int = 0  # KV tokens set aside: each running sequence's input + output
     waiting: deque[Outcome] = field(default_factory=deque)
+    waiting_tokens: int = 0  # input + output tokens of the waiting sequences
     version: int = 0  # invalidates scheduled completion events
 
     def kv_used(self) -> float:
@@ -230,6 +246,21 @@ class Cluster:
             if r.state is State.READY
         }
 
+    def replicas(self, role: Role) -> list[ReplicaView]:
+        """The pool's replicas not yet gone (pending, ready, draining), oldest first."""
+        return [self._view(r) for r in self._pool(role)]
+
+    def _view(self, r: _Replica) -> ReplicaView:
+        if isinstance(r, _Prefill):
+            kv, waiting, running, decoded = float(r.batch_tokens), len(r.queue), len(r.batch), 0.0
+        else:
+            assert isinstance(r, _Decode)
+            kv, waiting, running = self._kv(r), len(r.waiting), len(r.running)
+            # A running sequence has produced its first token, then one per step since it
+            # joined: one each, plus the context beyond the prompts.
+            decoded = running + kv - r.input_sum
+        return ReplicaView(r.id, r.role, r.state, waiting, running, kv, self._kv_capacity, decoded)
+
     # -- events ----------------------------------------------------------------------------
 
     def _arrive(self, _: None) -> None:
@@ -261,6 +292,7 @@ class Cluster:
             not batch or tokens + replica.queue[0].request.input_tokens <= budget
         ):
             outcome = replica.queue.popleft()
+            outcome.prefill_start_s = self.now
             tokens += outcome.request.input_tokens
             batch.append(outcome)
         if not batch:
@@ -289,9 +321,10 @@ class Cluster:
         if not ready:
             self._to_decode.append(outcome)
             return
-        replica = max(ready, key=lambda r: r.capacity - self._kv(r) - self._waiting_tokens(r))
+        replica = max(ready, key=lambda r: r.capacity - self._kv(r) - r.waiting_tokens)
         outcome.decode_replica = replica.id
         replica.waiting.append(outcome)
+        replica.waiting_tokens += outcome.request.input_tokens + outcome.request.output_tokens
         self._admit(replica)
 
     def _admit(self, replica: _Decode) -> None:
@@ -305,6 +338,7 @@ class Cluster:
             if replica.running and replica.reserved + need > replica.capacity:
                 break
             outcome = replica.waiting.popleft()
+            replica.waiting_tokens -= need
             # The decode replica emits the first token once the KV cache is in and the
             # sequence has joined the batch (as vLLM's and SGLang's PD proxies work).
             outcome.first_token_s = self.now
@@ -385,9 +419,6 @@ class Cluster:
         else:
             clock = replica.clock
         return replica.input_sum + len(replica.running) * clock - replica.joined_sum
-
-    def _waiting_tokens(self, replica: _Decode) -> int:
-        return sum(o.request.input_tokens + o.request.output_tokens for o in replica.waiting)
 
     # -- replicas --------------------------------------------------------------------------
 
