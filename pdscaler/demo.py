@@ -56,8 +56,7 @@ DEMO_POLICY: dict[str, Any] = {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
                                "name": "llama-8b-prefill"},
             "minReplicas": 2, "maxReplicas": 32,
-            "metrics": [{"type": "QueuedPrefillTokens", "targetPerReplica": 65536},
-                        {"type": "TTFT", "quantile": 0.9}, CAPACITY],
+            "metrics": [CAPACITY, {"type": "TTFT", "quantile": 0.9}],
             "behavior": SCALE_DOWN,
         },
         "decode": {

@@ -123,12 +123,16 @@ def decode_replicas(
     running_requests: float,
     mean_context_tokens: float,
     itl_slo_ms: float,
+    incoming_tokens_per_s: float = 0.0,
 ) -> CapacityEstimate:
     """Decode replicas to carry the output token rate and the running sequences.
 
     replicas = max(output tokens/s ÷ capacity tokens/s, running requests ÷ capacity
     concurrency) with the capacity from ``profile.decode_capacity`` at the mean context
-    length and the ITL SLO (reason ``CapacityModel``). When no operating point meets the
+    length and the ITL SLO (reason ``CapacityModel``). ``incoming_tokens_per_s`` is the
+    output the requests the prefill pool is handing over will ask for (their rate × the
+    mean output length): when it is higher than what decode produces now, it is the load
+    to size for, before those requests arrive. When no operating point meets the
     SLO, the profile's lowest-ITL point at that context is used (reason ``SloUnreachable``).
 
     No output and no running requests give 0 replicas (``mean_context_tokens`` may then be
@@ -140,7 +144,10 @@ def decode_replicas(
         output_tokens_per_s=output_tokens_per_s,
         running_requests=running_requests,
         mean_context_tokens=mean_context_tokens,
+        incoming_tokens_per_s=incoming_tokens_per_s,
     )
+    measured_tokens_per_s = output_tokens_per_s
+    output_tokens_per_s = max(output_tokens_per_s, incoming_tokens_per_s)
     _require_slo("itl_slo_ms", itl_slo_ms)
     if output_tokens_per_s == 0 and running_requests == 0:
         return CapacityEstimate(0.0, Reason.CAPACITY_MODEL, lambda: "no load: 0 tok/s, 0 running")
@@ -153,8 +160,13 @@ def decode_replicas(
     )
 
     def arithmetic() -> str:
+        incoming = (
+            f" (incoming from prefill; {measured_tokens_per_s:.0f} now)"
+            if output_tokens_per_s > measured_tokens_per_s
+            else ""
+        )
         return (
-            f"max({output_tokens_per_s:.0f} tok/s / {capacity.tokens_per_s:.0f} tok/s, "
+            f"max({output_tokens_per_s:.0f} tok/s{incoming} / {capacity.tokens_per_s:.0f} tok/s, "
             f"{running_requests:.0f} running / {capacity.concurrency:.1f} per replica) = "
             f"{replicas:.2f} at context {mean_context_tokens:.0f} tok, "
             f"ITL {capacity.itl_ms:.3g} ms"

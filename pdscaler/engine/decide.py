@@ -33,7 +33,7 @@ from pdscaler.domain.policy import (
 )
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.reasons import Reason
-from pdscaler.domain.signals import PoolSignals, ScaleState, SignalName
+from pdscaler.domain.signals import PoolSignals, Quality, ScaleState, SignalName
 from pdscaler.engine.coordinate import Bounds, Pair, coordinate_budget, coordinate_ratio
 from pdscaler.engine.gate import gate_recommendation
 from pdscaler.engine.guard import (
@@ -44,7 +44,7 @@ from pdscaler.engine.guard import (
 )
 from pdscaler.engine.history import PoolHistory, Recommendation
 from pdscaler.engine.limits import RateBounds, limit_replicas, rate_bounds
-from pdscaler.engine.recommend import TOTALS, PoolView, queue_is_empty, vote
+from pdscaler.engine.recommend import TOTALS, PoolView, latency_settled, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
 
 
@@ -90,17 +90,27 @@ def decide(
     max_sample_age_s: float,
 ) -> PairDecision:
     """Decide both pools of one policy at ``now``."""
+    # What the prefill pool finishes now, the decode pool must carry next.
+    handed_over = _usable(prefill, SignalName.ARRIVAL_RATE, now, max_sample_age_s)
     pools = {
-        role: decide_pool(spec, role, inputs, now, max_sample_age_s=max_sample_age_s)
-        for role, inputs in ((Role.PREFILL, prefill), (Role.DECODE, decode))
-    }
+        Role.PREFILL: decide_pool(spec, Role.PREFILL, prefill, now,
+                                  max_sample_age_s=max_sample_age_s),
+        Role.DECODE: decide_pool(spec, Role.DECODE, decode, now,
+                                 max_sample_age_s=max_sample_age_s, incoming_per_s=handed_over),
+    }  # fmt: skip
     if spec.mode is Mode.PAUSED:
         return PairDecision(pools[Role.PREFILL], pools[Role.DECODE])
     return _coordinate(spec, pools[Role.PREFILL], pools[Role.DECODE], now)
 
 
 def decide_pool(
-    spec: PolicySpec, role: Role, inputs: PoolInput, now: datetime, *, max_sample_age_s: float
+    spec: PolicySpec,
+    role: Role,
+    inputs: PoolInput,
+    now: datetime,
+    *,
+    max_sample_age_s: float,
+    incoming_per_s: float | None = None,
 ) -> PoolDecision:
     pool = spec.pool(role)
     current = inputs.state.spec_replicas
@@ -119,6 +129,8 @@ def decide_pool(
         inputs.profile,
         inputs.forecast,
         spec.cold_start_seconds,
+        incoming_per_s,
+        _backlog_growth(inputs, now),
     )
     recommended = _recommend(view)
     steps = [s for s in (_outside_change(spec, inputs), recommended) if s is not None]
@@ -138,15 +150,37 @@ def decide_pool(
     steps.append(gate.step)
     measured = view.value(SignalName.TTFT_MS if role is Role.PREFILL else SignalName.ITL_MS)
     slo_ms = spec.slo.ttft_ms if role is Role.PREFILL else spec.slo.itl_ms
-    settled = role is Role.PREFILL and queue_is_empty(view)
+    settled = latency_settled(view)
     _append(steps, guard_slo(steps[-1].value, current, measured, slo_ms, spec.slo.guard_margin,
                              arriving=inputs.state.pending_replicas, settled=settled))  # fmt: skip
     floor = consolidation_floor(_loads(view), pool.scale_down_rules.tolerance or 0.0)
     _append(steps, consolidate(steps[-1].value, current, floor))
-    return _stabilize_and_limit(pool, role, inputs, steps, now, gate.failures)
+    queued = view.value(SignalName.QUEUED_PREFILL_TOKENS)
+    backlog = (now, queued) if queued is not None else None
+    return _stabilize_and_limit(pool, role, inputs, steps, now, gate.failures, backlog)
 
 
 LATENCY = frozenset({MetricType.TTFT, MetricType.ITL})
+
+
+def _backlog_growth(inputs: PoolInput, now: datetime) -> float:
+    """Queued prefill tokens gained per second since the last tick (0 if it shrank): what
+    arrives beyond what the pool completes, which its completion rate cannot show."""
+    last = inputs.history.backlog
+    signal = inputs.signals.get(SignalName.QUEUED_PREFILL_TOKENS)
+    if last is None or signal.value is None or signal.quality is not Quality.FRESH:
+        return 0.0
+    elapsed = (now - last[0]).total_seconds()
+    return max(signal.value - last[1], 0.0) / elapsed if elapsed > 0 else 0.0
+
+
+def _usable(inputs: PoolInput, name: SignalName, now: datetime, max_age_s: float) -> float | None:
+    """A fresh signal's value, or its forecast at the horizon when that is higher."""
+    signal = inputs.signals.get(name)
+    if not signal.usable(now, max_age_s) or signal.value is None:
+        return None
+    predicted = (inputs.forecast or {}).get(name)
+    return signal.value if predicted is None else max(signal.value, predicted)
 
 
 def _hold(spec: PolicySpec, inputs: PoolInput, now: datetime) -> tuple[Step, PoolHistory] | None:
@@ -216,6 +250,7 @@ def _stabilize_and_limit(
     steps: list[Step],
     now: datetime,
     failures: int,
+    backlog: tuple[datetime, float] | None,
 ) -> PoolDecision:
     current = inputs.state.spec_replicas
     recommendation = steps[-1].value
@@ -243,6 +278,7 @@ def _stabilize_and_limit(
         scale_events=history.scale_events,
         metric_failures=failures,
         last_applied=current,
+        backlog=backlog,
     )
     return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history, rate)
 

@@ -39,6 +39,7 @@ class PoolHistory:
     scale_events: tuple[ScaleEvent, ...] = ()
     metric_failures: int = 0  # ticks in a row whose metrics were not all usable
     last_applied: int | None = None  # replicas pdscaler last wrote to the target
+    backlog: tuple[datetime, float] | None = None  # (when, queued prefill tokens) last seen
     external_since: datetime | None = None  # when a change by someone else was first seen
 
     def with_recommendation(self, at: datetime, replicas: int, keep: timedelta) -> PoolHistory:

@@ -72,6 +72,8 @@ class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
     profile: PerfProfile | None = None
     forecast: Mapping[SignalName, float] | None = None  # predicted at the horizon
     cold_start_s: float = 0.0  # how long a replica asked for takes to serve
+    incoming_per_s: float | None = None  # decode: requests/s the prefill pool hands over
+    backlog_growth: float = 0.0  # prefill: queued tokens gained per second lately
 
     @staticmethod
     def of(
@@ -85,6 +87,8 @@ class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
         profile: PerfProfile | None = None,
         forecast: Mapping[SignalName, float] | None = None,
         cold_start_s: float = 0.0,
+        incoming_per_s: float | None = None,
+        backlog_growth: float = 0.0,
     ) -> PoolView:
         oldest = now - timedelta(seconds=max_age_s)
         fresh = Quality.FRESH
@@ -99,7 +103,19 @@ class PoolView(NamedTuple):  # a NamedTuple: built for every pool on every tick
         usable = frozenset(
             m.type for m in pool.metrics if all(n in values for n in NEEDS[(m.type, role)])
         )
-        return PoolView(role, pool, slo, state, values, usable, profile, forecast, cold_start_s)
+        return PoolView(
+            role,
+            pool,
+            slo,
+            state,
+            values,
+            usable,
+            profile,
+            forecast,
+            cold_start_s,
+            incoming_per_s,
+            backlog_growth,
+        )
 
     def value(self, name: SignalName) -> float | None:
         return self.values.get(name)
@@ -171,7 +187,7 @@ def _latency(view: PoolView, metric: MetricSpec) -> Vote | None:
     slo = (view.slo.ttft_ms if is_ttft else view.slo.itl_ms) or math.inf
     if measured <= slo:
         return None
-    if is_ttft and view.role is Role.PREFILL and queue_is_empty(view):
+    if latency_settled(view):
         return None
     base = max(view.state.ready_replicas, 1)
     replicas = min(math.ceil(base * measured / slo), 2 * base)
@@ -181,6 +197,29 @@ def _latency(view: PoolView, metric: MetricSpec) -> Vote | None:
         Reason.TARGET_TRACKING,
         lambda: f"{metric.type} {measured:.0f} ms over the SLO {slo:.0f} ms",
     )
+
+
+# A decode pool running less than this share of what meets the ITL SLO is lightly loaded.
+LIGHT_LOAD = 0.5
+
+
+def latency_settled(view: PoolView) -> bool:
+    """The pool's latency quantile (trailing over the metrics window) tells of load that is
+    gone: a prefill pool with no queue left; a decode pool running well under what meets
+    its ITL SLO (by the profile when there is one, else a KV cache under a quarter full)."""
+    if view.role is Role.PREFILL:
+        return queue_is_empty(view)
+    running = view.value(S.RUNNING_REQUESTS)
+    ready = view.state.ready_replicas
+    if view.profile is not None and running is not None and ready > 0:
+        context = (view.value(S.MEAN_INPUT_LENGTH) or 0.0) + (
+            view.value(S.MEAN_OUTPUT_LENGTH) or 0.0) / 2  # fmt: skip
+        if context > 0 and view.slo.itl_ms:
+            capacity = view.profile.decode_capacity(context, view.slo.itl_ms)
+            if capacity is not None:
+                return running / ready < LIGHT_LOAD * capacity.concurrency
+    kv = view.value(S.KV_CACHE_UTILIZATION)
+    return kv is not None and kv < 0.25
 
 
 def queue_is_empty(view: PoolView) -> bool:
@@ -213,10 +252,14 @@ def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
 def _capacity_estimate(view: PoolView) -> CapacityEstimate:
     assert view.profile is not None
     if view.role is Role.PREFILL:
+        # A pool that falls behind completes less than arrives: the backlog's growth is the
+        # rest of the arrivals (vLLM counts a request when it is done).
+        mean_input = view.expected(S.MEAN_INPUT_LENGTH) or 0.0
+        unserved = view.backlog_growth / mean_input if mean_input > 0 else 0.0
         return prefill_replicas(
             view.profile,
-            arrival_rate_per_s=view.expected(S.ARRIVAL_RATE) or 0.0,
-            mean_input_tokens=view.expected(S.MEAN_INPUT_LENGTH) or 0.0,
+            arrival_rate_per_s=(view.expected(S.ARRIVAL_RATE) or 0.0) + unserved,
+            mean_input_tokens=mean_input,
             queued_prefill_tokens=view.value(S.QUEUED_PREFILL_TOKENS) or 0.0,
             ttft_slo_ms=view.slo.ttft_ms or math.inf,
             drain_s=view.cold_start_s,
@@ -224,12 +267,14 @@ def _capacity_estimate(view: PoolView) -> CapacityEstimate:
     context = (view.expected(S.MEAN_INPUT_LENGTH) or 0.0) + (
         view.expected(S.MEAN_OUTPUT_LENGTH) or 0.0
     ) / 2
+    mean_output = view.expected(S.MEAN_OUTPUT_LENGTH) or 0.0
     return decode_replicas(
         view.profile,
         output_tokens_per_s=view.expected(S.OUTPUT_TOKEN_RATE) or 0.0,
         running_requests=view.value(S.RUNNING_REQUESTS) or 0.0,
         mean_context_tokens=context,
         itl_slo_ms=view.slo.itl_ms or math.inf,
+        incoming_tokens_per_s=(view.incoming_per_s or 0.0) * mean_output,
     )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -34,37 +35,56 @@ class SimMetricsSource:
         self.epoch = epoch
         self._window_s = window_s
         self._advance = advance
+        self._generated: deque[tuple[float, float]] = deque()  # (t, tokens generated so far)
 
     def observe(self, pools: Sequence[PoolQuery], now: datetime) -> Mapping[PoolKey, PoolSignals]:
         t = (now - self.epoch).total_seconds()
         if self._advance:
             self._cluster.run_until(t)
+        self._generated.append((t, self._cluster.generated_tokens()))
+        while len(self._generated) > 2 and self._generated[1][0] <= t - self._window_s:
+            self._generated.popleft()
         return {pool.key: self._signals(pool, t, now) for pool in pools}
 
     def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
         return self._cluster.pod_load(pool.key.role)
 
     def _signals(self, pool: PoolQuery, t: float, now: datetime) -> PoolSignals:
+        """What a vLLM server of the pool reports, summed or averaged over the pool.
+
+        A prefill server is sent each request with one token to generate (as PD proxies
+        do): it counts the request as done when it has prefilled it, and its TTFT ends
+        there. A decode server counts a request when it finishes, its TTFT ends when the
+        sequence joins its batch, and its generated tokens count as they are produced.
+        """
         cluster, role = self._cluster, pool.key.role
         since = t - min(self._window_s, max(t, 1e-9))
         span = max(t - since, 1e-9)
-        arrived = _between(cluster.outcomes, since, t, lambda o: o.request.arrival_s)
-        # A prefill server's TTFT ends when it has prefilled (it answers the first token);
-        # the decode server's when the sequence joins its batch (transfer and waiting in).
         if role is Role.PREFILL:
-            prefilled = _between(cluster.prefilled, since, t, lambda o: o.prefilled_s)
-            ttfts = [(o.prefilled_s - o.request.arrival_s) * 1000 for o in prefilled]
+            done = _between(cluster.prefilled, since, t, lambda o: o.prefilled_s)
+            ttfts = [(o.prefilled_s - o.request.arrival_s) * 1000 for o in done]
+            outputs = [1] * len(done)
+            itl_ms = math.nan  # a prefill server generates one token: no gaps to time
+            generated = float(len(done))
         else:
-            first = _between(cluster.first_tokens, since, t, lambda o: o.first_token_s)
-            ttfts = [o.ttft_s * 1000 for o in first]
-        finished = _between(cluster.finished, since, t, lambda o: o.done_s)
+            done = _between(cluster.finished, since, t, lambda o: o.done_s)
+            joined = _between(cluster.first_tokens, since, t, lambda o: o.first_token_s)
+            ttfts = [o.ttft_s * 1000 for o in joined]
+            outputs = [o.request.output_tokens for o in done]
+            samples = cluster.itl_samples
+            start = bisect_right(samples, since, key=lambda x: x[0])
+            end = bisect_right(samples, t, key=lambda x: x[0])
+            itl_ms = _weighted_quantile(
+                [(itl * 1000, tokens) for _, itl, tokens in samples[start:end]], pool.itl_quantile
+            )
+            (t0, g0), (t1, g1) = self._generated[0], self._generated[-1]
+            generated = (g1 - g0) / (t1 - t0) * span if t1 > t0 else float(sum(outputs))
+        inputs = [o.request.input_tokens for o in done]
         queued, queued_tokens = cluster.queued(role)
-        inputs = [o.request.input_tokens for o in arrived]
-        outputs = [o.request.output_tokens for o in finished]
         values = {
-            S.ARRIVAL_RATE: len(arrived) / span,
+            S.ARRIVAL_RATE: len(done) / span,
             S.INPUT_TOKEN_RATE: sum(inputs) / span,
-            S.OUTPUT_TOKEN_RATE: sum(outputs) / span,
+            S.OUTPUT_TOKEN_RATE: generated / span,
             S.MEAN_INPUT_LENGTH: sum(inputs) / len(inputs) if inputs else 0.0,
             S.P90_INPUT_LENGTH: _quantile(inputs, 0.9),
             S.MEAN_OUTPUT_LENGTH: sum(outputs) / len(outputs) if outputs else 0.0,
@@ -72,9 +92,9 @@ class SimMetricsSource:
             S.QUEUED_REQUESTS: float(queued),
             S.QUEUED_PREFILL_TOKENS: float(queued_tokens) if role is Role.PREFILL else 0.0,
             S.RUNNING_REQUESTS: float(cluster.running(role)),
-            S.KV_CACHE_UTILIZATION: cluster.kv_utilization(),
+            S.KV_CACHE_UTILIZATION: cluster.kv_utilization() if role is Role.DECODE else 0.0,
             S.TTFT_MS: _quantile(ttfts, pool.ttft_quantile),
-            S.ITL_MS: _quantile([o.tpot_s * 1000 for o in finished], pool.itl_quantile),
+            S.ITL_MS: itl_ms,
         }
         return PoolSignals({name: Signal.fresh(v, now) for name, v in values.items()})
 
@@ -130,6 +150,19 @@ def _between(
 ) -> list[Outcome]:
     """The items (kept in order of ``at``) with ``since`` < at <= ``until``."""
     return items[bisect_right(items, since, key=at) : bisect_right(items, until, key=at)]
+
+
+def _weighted_quantile(values: Sequence[tuple[float, float]], q: float) -> float:
+    """The ``q`` quantile of values each counted ``weight`` times; NaN with none."""
+    total = sum(w for _, w in values)
+    if total <= 0:
+        return math.nan
+    seen = 0.0
+    for value, weight in sorted(values):
+        seen += weight
+        if seen >= q * total:
+            return value
+    return max(v for v, _ in values)
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -161,9 +161,12 @@ class Cluster:
         self._kv_capacity = capacity
         self._transfer_s_per_token = config.kv_bytes_per_token * 8 / (config.link_gbps * 1e9)
         self._gpu_seconds = {Role.PREFILL: 0.0, Role.DECODE: 0.0}
+        self._finished_output_tokens = 0
         self.prefilled: list[Outcome] = []  # in order of prefill done, for metrics
         self.first_tokens: list[Outcome] = []  # in order of first token, for metrics
         self.finished: list[Outcome] = []  # in order of completion
+        # (time, ITL in s, tokens produced at that ITL since the replica's previous event)
+        self.itl_samples: list[tuple[float, float, float]] = []
         for role, count in initial.items():
             for _ in range(count):
                 self._add(role, ready_at=0.0)
@@ -238,6 +241,15 @@ class Cluster:
         if not ready:
             return 0.0
         return sum(self._kv(r) / r.capacity for r in ready) / len(ready)
+
+    def generated_tokens(self) -> float:
+        """Output tokens produced so far: those of finished requests, and those running
+        sequences have produced (each its first token, then one a step)."""
+        total = float(self._finished_output_tokens)
+        for r in self._decode:
+            if r.running:
+                total += len(r.running) + self._kv(r) - r.input_sum
+        return total
 
     def pod_load(self, role: Role) -> dict[str, float]:
         return {
@@ -395,8 +407,11 @@ class Cluster:
     # -- decode bookkeeping ----------------------------------------------------------------
 
     def _advance(self, replica: _Decode) -> None:
-        if replica.running and replica.itl_s > 0:
-            replica.clock += (self.now - replica.updated_at) / replica.itl_s
+        if replica.running and replica.itl_s > 0 and self.now > replica.updated_at:
+            steps = (self.now - replica.updated_at) / replica.itl_s
+            replica.clock += steps
+            # As an engine's ITL histogram sees it: each token's gap, when it is produced.
+            self.itl_samples.append((self.now, replica.itl_s, steps * len(replica.running)))
         replica.updated_at = self.now
 
     def _reschedule(self, replica: _Decode) -> None:
@@ -466,6 +481,7 @@ class Cluster:
 
     def _finish(self, outcome: Outcome) -> None:
         outcome.done_s = self.now
+        self._finished_output_tokens += outcome.request.output_tokens
         self.finished.append(outcome)
 
     def _push(self, at: float, handle: Callable[[Any], None], argument: object) -> None:

@@ -3,6 +3,7 @@ consolidation and the quality gate."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from pdscaler.domain.reasons import Reason
 from pdscaler.domain.signals import PoolSignals, ScaleState, Signal, SignalName
 from pdscaler.engine.decide import PairDecision, PoolInput, decide
 from pdscaler.engine.history import PoolHistory
+from pdscaler.profiles import DEFAULT_PROFILE, load_profile
 from tests.factories import policy_doc
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -164,3 +166,65 @@ def test_a_latency_vote_at_most_doubles_the_pool() -> None:
     pair = decide(spec, prefill, decode, NOW, max_sample_age_s=60)
 
     assert pair.prefill.steps[0].value == 8  # not 400 (100 times over the SLO)
+
+
+def _capacity_spec() -> Any:
+    capacity = {"type": "Capacity", "profile": DEFAULT_PROFILE}
+    return parse_policy(policy_doc({"spec": {
+        "slo": {"ttftMs": 300, "itlMs": 25}, "coldStartSeconds": 60,
+        "prefill": {"maxReplicas": 64, "metrics": [capacity]},
+        "decode": {"maxReplicas": 64, "metrics": [capacity, {"type": "ITL", "quantile": 0.9}]},
+    }})).spec  # fmt: skip
+
+
+def test_decode_is_sized_for_what_prefill_hands_over_before_it_arrives() -> None:
+    profile = load_profile(DEFAULT_PROFILE)
+    lengths = {"meanInputLength": 1000, "meanOutputLength": 400}
+    prefill = PoolInput(ScaleState(4, 4, 0),
+                        signals(arrivalRate=100, **lengths, queuedPrefillTokens=0),
+                        PoolHistory(), profile)  # fmt: skip
+    quiet_decode = signals(outputTokenRate=5000, runningRequests=100, **lengths)
+    decode = PoolInput(ScaleState(1, 1, 0), quiet_decode, PoolHistory(), profile)
+
+    pair = decide(_capacity_spec(), prefill, decode, NOW, max_sample_age_s=60)
+
+    first = pair.decode.steps[0]
+    assert "incoming from prefill" in first.message
+    assert first.value >= math.ceil(100 * 400 / 12_000)  # 40,000 tok/s, not 5,000
+
+
+def test_a_growing_backlog_counts_as_arrivals_the_pool_cannot_complete() -> None:
+    profile = load_profile(DEFAULT_PROFILE)
+    spec = _capacity_spec()
+    before = PoolHistory(backlog=(NOW - timedelta(seconds=5), 100_000))
+    grown = signals(arrivalRate=50, meanInputLength=1000, queuedPrefillTokens=600_000)
+    decode = PoolInput(ScaleState(4, 4, 0), signals(kvCacheUtilization=0.5), PoolHistory())
+
+    steady = decide(spec, PoolInput(ScaleState(2, 2, 0), grown, PoolHistory(), profile),
+                    decode, NOW, max_sample_age_s=60)  # fmt: skip
+    growing = decide(spec, PoolInput(ScaleState(2, 2, 0), grown, before, profile),
+                     decode, NOW, max_sample_age_s=60)  # fmt: skip
+
+    # 500,000 tokens in 5 s is 100 more requests/s of 1,000 tokens than were completed.
+    assert growing.prefill.steps[0].value > 2 * steady.prefill.steps[0].value
+    assert growing.prefill.history.backlog == (NOW, 600_000)
+
+
+def test_a_trailing_itl_with_a_lightly_loaded_pool_does_not_grow_it() -> None:
+    profile = load_profile(DEFAULT_PROFILE)
+    lengths = {"meanInputLength": 1000, "meanOutputLength": 400}
+    prefill = PoolInput(ScaleState(2, 2, 0), signals(arrivalRate=10, **lengths,
+                                                     queuedPrefillTokens=0),
+                        PoolHistory(), profile)  # fmt: skip
+    light = signals(outputTokenRate=4000, runningRequests=60, itlMs=60, **lengths)
+    busy = signals(outputTokenRate=40_000, runningRequests=6000, itlMs=60, **lengths)
+
+    after = decide(_capacity_spec(), prefill, PoolInput(ScaleState(10, 10, 0), light,
+                                                        PoolHistory(), profile),
+                   NOW, max_sample_age_s=60)  # fmt: skip
+    during = decide(_capacity_spec(), prefill, PoolInput(ScaleState(10, 10, 0), busy,
+                                                         PoolHistory(), profile),
+                    NOW, max_sample_age_s=60)  # fmt: skip
+
+    assert after.decode.desired_replicas == 10  # held (ITL over the SLO), not grown
+    assert during.decode.desired_replicas > 10
