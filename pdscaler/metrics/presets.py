@@ -38,6 +38,18 @@ class Family:
     names: tuple[str, ...]  # newest first
     optional: bool = False
 
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The names to look for: ``names``, then each with its colons as underscores.
+
+        prometheus_client, which vLLM and SGLang serve ``/metrics`` with, writes the colon
+        as an underscore when a Prometheus 2.x scrapes it in the OpenMetrics format
+        (prometheus/client_python#1177): ``vllm:num_requests_waiting`` then arrives as
+        ``vllm_num_requests_waiting``.
+        """
+        underscored = tuple(n.replace(":", "_") for n in self.names if ":" in n)
+        return self.names + tuple(n for n in underscored if n not in self.names)
+
 
 @dataclass(frozen=True)
 class SignalQuery:

@@ -87,7 +87,7 @@ class PrometheusSource:
         renamed, not as present.
         """
         names = sorted({n for e in ENGINES for f in load_preset(e).families.values()
-                        for n in f.names})  # fmt: skip
+                        for n in f.candidates})  # fmt: skip
         # A histogram has no series of its own name: its _count stands for it.
         query = f'count by (__name__) ({{__name__=~"({_alternatives(names)})(_count)?"}})'
         answer = self._client.custom_query(query, timeout=self._config.timeout_s)
@@ -109,7 +109,7 @@ class PrometheusSource:
         names = self._names or frozenset()
         chosen: dict[str, str | None] = {}
         for key, family in preset.families.items():
-            found = next((n for n in family.names if n in names), None)
+            found = next((n for n in family.candidates if n in names), None)
             chosen[key] = found if found or not family.optional else ABSENT
         return chosen
 
@@ -128,7 +128,7 @@ class PrometheusSource:
                 continue
             preset = load_preset(engine)
             missing = [
-                f"{key} (tried {', '.join(preset.families[key].names)})"
+                f"{key} (tried {', '.join(preset.families[key].candidates)})"
                 for key, name in self._choose(preset).items()
                 if name is None
             ]

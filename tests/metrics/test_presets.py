@@ -38,3 +38,12 @@ def test_a_missing_value_is_an_error_not_an_empty_string() -> None:
 def test_unknown_engine() -> None:
     with pytest.raises(KeyError, match="no metric preset"):
         load_preset("trtllm")
+
+
+def test_each_family_is_also_sought_under_its_underscore_spelling() -> None:
+    kv = load_preset("vllm").families["kv_usage"]
+
+    assert kv.candidates == (
+        "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc",
+        "vllm_kv_cache_usage_perc", "vllm_gpu_cache_usage_perc",
+    )  # fmt: skip

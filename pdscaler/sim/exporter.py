@@ -1,0 +1,317 @@
+"""The simulated cluster's replicas as vLLM servers, over HTTP, for a real Prometheus.
+
+Every ready or draining replica is one pod exposing the vLLM v1 metrics that the vllm
+preset reads, with vLLM's names, types and histogram buckets. A pending replica exposes
+nothing (its server is not up yet); a replica gone takes its series with it. Each series
+carries ``namespace`` and ``pod`` as Kubernetes service discovery would set them (scrape
+with ``honor_labels``), the preset's ``role`` label, and vLLM's own ``model_name`` and
+``engine``.
+
+Each pod counts what its server would in a P/D setup, where the prefill server runs a
+request with one output token and the decode server runs it whole, its KV cache pulled
+from the prefill server:
+
+- prefill pod, when it finishes a prefill: one request, its prompt tokens and one
+  generated token; TTFT and queue time from the request's arrival;
+- decode pod, when a sequence joins its batch: the prompt tokens, and TTFT and queue time
+  from the end of the prefill (the KV transfer and the wait to join included); as the
+  sequence runs, the tokens it generates; when it finishes, one request, its inter-token
+  latency (one observation per token after the first) and its lengths.
+
+Gauges are read from the cluster at each scrape; counters and histograms accumulate from
+the cluster's event lists (``prefilled``, ``first_tokens``, ``finished``), fed at each
+scrape. The cluster is not thread-safe: whoever advances it must hold :attr:`lock`,
+which every scrape holds while it reads.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from pdscaler.domain.policy import Role
+from pdscaler.sim.cluster import Cluster, Outcome, ReplicaView, State
+
+# vLLM's buckets (vllm/v1/metrics/loggers.py).
+TTFT_BUCKETS_S = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+)  # fmt: skip
+ITL_BUCKETS_S = (
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+    1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+)  # fmt: skip
+QUEUE_TIME_BUCKETS_S = (
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0,
+    40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0,
+)  # fmt: skip
+SERVED = (State.READY, State.DRAINING)
+GAUGES = {
+    "vllm:num_requests_waiting": "Number of requests waiting to be processed.",
+    "vllm:num_requests_running": "Number of requests in model execution batches.",
+    "vllm:kv_cache_usage_perc": "KV-cache usage. 1 means 100 percent usage.",
+}
+COUNTERS = {  # exposed with the _total suffix
+    "vllm:prompt_tokens": "Number of prefill tokens processed.",
+    "vllm:generation_tokens": "Number of generation tokens processed.",
+}
+HISTOGRAMS = {
+    "vllm:time_to_first_token_seconds": "Histogram of time to first token in seconds.",
+    "vllm:inter_token_latency_seconds": "Histogram of inter-token latency in seconds.",
+    "vllm:request_queue_time_seconds": "Histogram of time spent in WAITING phase for request.",
+    "vllm:request_prompt_tokens": "Number of prefill tokens processed.",
+    "vllm:request_generation_tokens": "Number of generation tokens processed.",
+}
+
+
+def token_buckets(max_model_len: int) -> tuple[float, ...]:
+    """vLLM's ``build_1_2_5_buckets``: 1, 2, 5, 10, 20, 50, … up to ``max_model_len``."""
+    bounds: list[float] = []
+    exponent = 0
+    while True:
+        for mantissa in (1, 2, 5):
+            bound = mantissa * 10**exponent
+            if bound > max_model_len:
+                return tuple(bounds)
+            bounds.append(float(bound))
+        exponent += 1
+
+
+class _Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float, count: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += count
+        self.sum += value * count
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative, total = [], 0
+        for bound, count in zip((*self.bounds, math.inf), self.counts, strict=True):
+            total += count
+            cumulative.append(("+Inf" if bound == math.inf else repr(bound), float(total)))
+        return cumulative
+
+
+@dataclass
+class _Pod:
+    """The cumulative series of one replica's server."""
+
+    name: str
+    token_bounds: tuple[float, ...]
+    prompt_tokens: float = 0.0
+    finished_tokens: float = 0.0  # generated by the requests it finished
+    generation_tokens: float = 0.0  # as last exposed: a counter never goes back
+    success: float = 0.0
+    ttft: _Histogram = field(default_factory=lambda: _Histogram(TTFT_BUCKETS_S))
+    itl: _Histogram = field(default_factory=lambda: _Histogram(ITL_BUCKETS_S))
+    queue_time: _Histogram = field(default_factory=lambda: _Histogram(QUEUE_TIME_BUCKETS_S))
+    prompt_len: _Histogram = field(init=False)
+    generation_len: _Histogram = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prompt_len = _Histogram(self.token_bounds)
+        self.generation_len = _Histogram(self.token_bounds)
+
+    def prefilled(self, o: Outcome) -> None:
+        self.success += 1
+        self.prompt_tokens += o.request.input_tokens
+        self.finished_tokens += 1
+        self.ttft.observe(o.prefilled_s - o.request.arrival_s)
+        self.queue_time.observe(o.prefill_start_s - o.request.arrival_s)
+        self.prompt_len.observe(o.request.input_tokens)
+        self.generation_len.observe(1)
+
+    def joined(self, o: Outcome) -> None:
+        self.prompt_tokens += o.request.input_tokens
+        self.ttft.observe(o.first_token_s - o.prefilled_s)
+        self.queue_time.observe(o.first_token_s - o.prefilled_s)
+
+    def finished(self, o: Outcome) -> None:
+        self.success += 1
+        self.finished_tokens += o.request.output_tokens
+        if o.request.output_tokens > 1:
+            self.itl.observe(o.tpot_s, o.request.output_tokens - 1)
+        self.prompt_len.observe(o.request.input_tokens)
+        self.generation_len.observe(o.request.output_tokens)
+
+    def histograms(self) -> dict[str, _Histogram]:
+        return {
+            "vllm:time_to_first_token_seconds": self.ttft,
+            "vllm:inter_token_latency_seconds": self.itl,
+            "vllm:request_queue_time_seconds": self.queue_time,
+            "vllm:request_prompt_tokens": self.prompt_len,
+            "vllm:request_generation_tokens": self.generation_len,
+        }
+
+
+class SimExporter:
+    """A Prometheus collector of the cluster's replicas, and the HTTP server exposing it.
+
+    ``pod_prefixes`` name each pool's pods, ``<prefix>-<replica id>`` (default
+    ``<model>-<role>``); ``max_model_len`` sizes the token histograms, as in vLLM.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        namespace: str,
+        model: str,
+        pod_prefixes: Mapping[Role, str] | None = None,
+        max_model_len: int = 32768,
+    ) -> None:
+        self.lock = threading.Lock()
+        self._cluster = cluster
+        self._namespace = namespace
+        self._model = model
+        self._prefixes = dict(pod_prefixes or {role: f"{model}-{role.value}" for role in Role})
+        self._token_bounds = token_buckets(max_model_len)
+        self._pods: dict[tuple[Role, int], _Pod] = {}
+        self._cursors = {"prefilled": 0, "first_tokens": 0, "finished": 0}  # events fed
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def pod_name(self, role: Role, replica_id: int) -> str:
+        return f"{self._prefixes[role]}-{replica_id}"
+
+    # -- serving ---------------------------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        """The scrape target, ``127.0.0.1:PORT``."""
+        if self._server is None:
+            raise RuntimeError("the exporter is not started")
+        return f"127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> str:
+        """Serve ``/metrics`` on a free port of 127.0.0.1; returns the scrape target."""
+        if self._server is None:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+            server.daemon_threads = True
+            self._thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                name="sim-exporter", daemon=True,
+            )  # fmt: skip
+            self._server = server
+            self._thread.start()
+        return self.target
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> SimExporter:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the collector ---------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, one sample (or histogram) per served replica."""
+        with self.lock:
+            views = [v for role in Role for v in self._cluster.replicas(role) if v.state in SERVED]
+            self._follow(views)
+            rows = [(v, self._pods[(v.role, v.id)]) for v in views]
+            families = self._families(rows)
+        yield from families
+
+    def _follow(self, views: list[ReplicaView]) -> None:
+        """Pods for the replicas served now, fed with what happened since the last scrape."""
+        served = {(v.role, v.id) for v in views}
+        for role, replica in served - self._pods.keys():
+            self._pods[(role, replica)] = _Pod(self.pod_name(role, replica), self._token_bounds)
+        for key in self._pods.keys() - served:
+            del self._pods[key]  # gone: its events since the last scrape go with it
+        cluster = self._cluster
+        for o in self._new("prefilled", cluster.prefilled):
+            if pod := self._pods.get((Role.PREFILL, o.prefill_replica)):
+                pod.prefilled(o)
+        for o in self._new("first_tokens", cluster.first_tokens):
+            if pod := self._pods.get((Role.DECODE, o.decode_replica)):
+                pod.joined(o)
+        for o in self._new("finished", cluster.finished):
+            if pod := self._pods.get((Role.DECODE, o.decode_replica)):
+                pod.finished(o)
+
+    def _new(self, name: str, events: list[Outcome]) -> list[Outcome]:
+        start, self._cursors[name] = self._cursors[name], len(events)
+        return events[start:]
+
+    def _families(self, rows: list[tuple[ReplicaView, _Pod]]) -> list[Metric]:
+        keys = ["namespace", "pod", "role", "model_name", "engine"]
+        gauges = {name: GaugeMetricFamily(name, doc, labels=keys) for name, doc in GAUGES.items()}
+        counters = {name: CounterMetricFamily(name, doc, labels=keys)
+                    for name, doc in COUNTERS.items()}  # fmt: skip
+        success = CounterMetricFamily(
+            "vllm:request_success", "Count of successfully processed requests.",
+            labels=[*keys, "finished_reason"],
+        )  # fmt: skip
+        histograms = {name: HistogramMetricFamily(name, doc, labels=keys)
+                      for name, doc in HISTOGRAMS.items()}  # fmt: skip
+        for view, pod in rows:
+            labels = [self._namespace, pod.name, view.role.value, self._model, "0"]
+            # Tokens generated so far: the finished requests' and the running sequences'.
+            decoded = math.floor(view.decoded_tokens + 1e-6)  # whole tokens, past float noise
+            pod.generation_tokens = max(pod.generation_tokens, pod.finished_tokens + decoded)
+            gauges["vllm:num_requests_waiting"].add_metric(labels, view.waiting)
+            gauges["vllm:num_requests_running"].add_metric(labels, view.running)
+            usage = min(max(view.kv_tokens / view.kv_capacity, 0.0), 1.0)
+            gauges["vllm:kv_cache_usage_perc"].add_metric(labels, usage)
+            counters["vllm:prompt_tokens"].add_metric(labels, pod.prompt_tokens)
+            counters["vllm:generation_tokens"].add_metric(labels, pod.generation_tokens)
+            success.add_metric([*labels, "stop"], pod.success)
+            for name, histogram in pod.histograms().items():
+                histograms[name].add_metric(labels, histogram.buckets(), histogram.sum)
+        return [*gauges.values(), *counters.values(), success, *histograms.values()]
+
+
+def _handler(exporter: SimExporter) -> type[BaseHTTPRequestHandler]:
+    class MetricsHandler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.split("?", 1)[0] != "/metrics":
+                self.send_error(404)
+                return
+            # The text format whatever the scraper prefers: prometheus_client's OpenMetrics
+            # output turns the colons of vLLM's names into underscores in the sample lines
+            # (though not in HELP and TYPE) when the scraper asks for no escaping scheme,
+            # as Prometheus 2 does (prometheus/client_python#1177).
+            body = generate_latest(exporter)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """A scrape every second would flood the log."""
+
+    return MetricsHandler
