@@ -1,4 +1,4 @@
-"""The ``pdscaler`` command: serve, demo, db, policy, decisions, token."""
+"""The ``pdscaler`` command: serve, demo, db, policy, decisions, bench, token."""
 
 from __future__ import annotations
 
@@ -105,12 +105,58 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--token", default=os.environ.get("PDSCALER_TOKEN"), help="bearer token")
     explain.set_defaults(command=_explain)
 
+    bench = sub.add_parser(
+        "bench", help="replay traces under pdscaler and baseline autoscalers, and compare"
+    )
+    bench.add_argument(
+        "traces", nargs="+", type=Path, metavar="TRACE", help="Azure CSV or Mooncake JSONL files"
+    )
+    bench.add_argument(
+        "--out", type=Path, default=Path("bench-out"), help="where JSON and PNGs go (./bench-out)"
+    )
+    bench.add_argument(
+        "--policies",
+        type=_policy_names,
+        default=None,
+        help="comma-separated subset of static-peak,hpa,keda,dynamo,pdscaler (default: all)",
+    )
+    bench.add_argument(
+        "--minutes", type=_positive, default=None, help="replay each trace's first N minutes only"
+    )
+    bench.add_argument(
+        "--rate",
+        type=_positive,
+        default=None,
+        help="request-rate multiplier for every trace (default: per trace, the smallest that "
+        "makes static-peak need 16 replicas in its larger pool)",
+    )
+    bench.set_defaults(command=_bench)
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(required=True)
     new = token.add_parser("new", help="make a token and print its settings entry")
     new.add_argument("--name", required=True)
     new.add_argument("--role", choices=[r.value for r in Role], default=Role.VIEWER.value)
     new.set_defaults(command=_token_new)
     return parser
+
+
+def _policy_names(text: str) -> list[str]:
+    from pdscaler.benchmark.suite import parse_policies
+
+    try:
+        return parse_policies(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
 
 
 def _settings() -> Settings:
@@ -363,6 +409,72 @@ def _decision_line(d: dict[str, Any]) -> str:
         f" {d['currentReplicas']}->{d['desiredReplicas']} {d['action']} {d['status']}"
         f" [{steps}]" + (f" error={d['error']}" if d.get("error") else "")
     )
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pdscaler.benchmark.plots import write_plots
+    from pdscaler.benchmark.report import format_table
+    from pdscaler.benchmark.suite import POLICIES, describe, prepare, result_json, run_trace
+    from pdscaler.profiles import DEFAULT_PROFILE, load_profile
+    from pdscaler.sim.cluster import SimConfig
+
+    config = SimConfig(load_profile(DEFAULT_PROFILE))
+    policies = args.policies or list(POLICIES)
+    progress = _ProgressLine(sys.stderr)
+    started = time.monotonic()
+    results = []
+    for path in args.traces:
+        try:
+            setup = prepare(path, config, minutes=args.minutes, rate=args.rate)
+        except ValueError as e:  # a trace that cannot be read or cut: TraceError included
+            progress.clear()
+            print(f"pdscaler: {e}", file=sys.stderr)
+            return 1
+        result = run_trace(setup, policies, config, DEFAULT_PROFILE, progress)
+        progress.clear()
+        print(f"\n{describe(setup)}\n{format_table(result.metrics)}", flush=True)
+        written = write_plots(result, args.out)
+        results.append(result_json(result))
+        print("plots: " + ", ".join(str(p) for p in written))
+    elapsed = time.monotonic() - started
+    report = {"profile": DEFAULT_PROFILE, "coldStartS": config.cold_start_s,
+              "wallSeconds": elapsed, "traces": results}  # fmt: skip
+    (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\n{len(results)} trace(s) × {len(policies)} policies in {elapsed:.0f} s; "
+          f"results in {args.out / 'bench.json'}")  # fmt: skip
+    return 0
+
+
+class _ProgressLine:
+    """One line on a terminal, rewritten in place, once a run has lasted a few seconds
+    (nothing when the stream is not a terminal: a log keeps no carriage returns)."""
+
+    AFTER_S = 2.0
+    EVERY_S = 0.5
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self._started = time.monotonic()
+        self._last = 0.0
+        self._width = 0
+
+    def __call__(self, trace: str, policy: str, t: float, end: float) -> None:
+        now = time.monotonic()
+        if now - self._started < self.AFTER_S or now - self._last < self.EVERY_S:
+            return
+        if not self._stream.isatty():
+            return
+        self._last = now
+        line = f"{trace}: {policy}, {t / 60:.0f} of at most {end / 60:.0f} simulated minutes"
+        self._stream.write("\r" + line.ljust(self._width))
+        self._stream.flush()
+        self._width = len(line)
+
+    def clear(self) -> None:
+        if self._width:
+            self._stream.write("\r" + " " * self._width + "\r")
+            self._stream.flush()
+            self._width = 0
 
 
 def _token_new(args: argparse.Namespace) -> int:
