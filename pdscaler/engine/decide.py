@@ -257,6 +257,11 @@ def _stabilize_and_limit(
     up, down = pool.scale_up_rules, pool.scale_down_rules
     up_window, down_window, keep = pool.windows
     history = inputs.history
+    if not history.recommendations:
+        # No memory yet (a new policy, or none in the log): as HPA does, the scale-down
+        # window starts out holding the size the pool runs, so a first look at a quiet
+        # moment does not shrink it at once.
+        history = replace(history, recommendations=(Recommendation(now, current),))
     steps.append(
         stabilize_recommendation(
             recommendation, current, history.recommendations, now, up_window, down_window

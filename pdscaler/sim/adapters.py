@@ -73,6 +73,9 @@ class SimMetricsSource:
             outputs = [o.request.output_tokens for o in done]
             samples = cluster.itl_samples
             start = bisect_right(samples, since, key=lambda x: x[0])
+            if start:  # observations only move forward: forget what has left the window
+                del samples[:start]
+                start = 0
             end = bisect_right(samples, t, key=lambda x: x[0])
             itl_ms = _weighted_quantile(
                 [(itl * 1000, tokens) for _, itl, tokens in samples[start:end]], pool.itl_quantile

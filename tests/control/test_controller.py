@@ -409,3 +409,14 @@ def test_a_loop_limited_to_some_namespaces_runs_only_their_policies(
     assert report.policies == 1
     page, _ = h.decisions.page(DecisionFilter(), limit=10)
     assert {d.record.policy_namespace for d in page} == {"inference"}
+
+
+def test_a_new_policy_does_not_shrink_its_pools_at_its_first_look(h: Harness) -> None:
+    h.add_policy(prefill=6)
+    h.observe(P, queuedPrefillTokens=16_000)  # a quiet moment: 1 replica's worth
+    h.observe(D, kvCacheUtilization=0.75)
+
+    h.tick()
+
+    assert h.replicas(P) == 6  # the scale-down window starts out holding the size it runs
+    assert h.reasons(P)[-2] == Reason.SCALE_DOWN_STABILIZED
