@@ -122,8 +122,10 @@ class PerfProfile:
         Along each measured context length's curve (points in order of concurrency, joined
         by straight lines), the best point is the one of highest tokens/s on the part of the
         curve within the SLO, e.g. where a segment reaches the SLO. Between two measured
-        context lengths the answer is interpolated linearly in context length from the two
-        curves' best points; beyond the measured range the nearest curve is used.
+        context lengths the curve searched is the two curves blended at equal concurrency,
+        as :meth:`itl_ms` blends them (each sequence producing a token every ITL), so that
+        the capacity answered is the one the ITL model delivers; beyond the measured range
+        the nearest curve is used.
         When ``max_kv_tokens`` is known, concurrency is capped at
         ``max_kv_tokens / context_tokens`` (before interpolating, so the chosen point is the
         best capped one) and tokens/s falls in proportion, keeping the point's ITL (fewer
@@ -137,13 +139,10 @@ class PerfProfile:
         _require_positive("context_tokens", context_tokens)
         _require_slo("itl_slo_ms", itl_slo_ms)
         kv_cap = self._concurrency_cap(context_tokens)
-        blended: list[tuple[float, DecodeCapacity]] = []
-        for weight, points in self._bracket(context_tokens):
-            best = _best_within_slo(points, itl_slo_ms, kv_cap)
-            if best is None:
-                return None
-            blended.append((weight, best))
-        return _blend(blended)
+        bracket = [(weight, points) for weight, points in self._bracket(context_tokens) if weight]
+        if len(bracket) == 1:
+            return _best_within_slo(bracket[0][1], itl_slo_ms, kv_cap)
+        return _best_within_slo(_blended_curve(bracket, context_tokens), itl_slo_ms, kv_cap)
 
     def lowest_itl_capacity(self, context_tokens: float) -> DecodeCapacity:
         """The operating point of lowest ITL for ``context_tokens``: no SLO can do better.
@@ -240,6 +239,19 @@ def _best_within_slo(
             )
     within = [_capped(c, kv_cap) for c in candidates if c.itl_ms <= itl_slo_ms]
     return max(within, key=lambda c: c.tokens_per_s) if within else None
+
+
+def _blended_curve(
+    bracket: Sequence[tuple[float, Sequence[DecodePoint]]], context_tokens: float
+) -> tuple[DecodePoint, ...]:
+    """The curve between two measured contexts: at every concurrency either curve measured,
+    the weighted ITL of both (:meth:`PerfProfile.itl_ms`), each sequence a token per ITL."""
+    concurrencies = sorted({p.concurrency for _, points in bracket for p in points})
+    curve = []
+    for n in concurrencies:
+        itl = sum(weight * _itl_along(points, n) for weight, points in bracket)
+        curve.append(DecodePoint(context_tokens, n, itl, n / itl * 1000.0))
+    return tuple(curve)
 
 
 def _itl_along(points: Sequence[DecodePoint], concurrency: float) -> float:

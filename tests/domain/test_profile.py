@@ -107,7 +107,7 @@ DECODE = [
     Decode("a measured context, the SLO beyond every batch", 2997, 50.0,
            DecodeCapacity(7390.454, 241.0, 31.797)),
     Decode("between two measured contexts", 4320.5, 15.0,
-           DecodeCapacity(4700.284, 72.619, 15.0)),
+           DecodeCapacity(4523.667, 68.423, 15.0)),
     Decode("beyond the longest context: the nearest curve", 20000, 10.0,
            DecodeCapacity(1197.816, 12.294, 10.0)),
     Decode("far beyond: the KV cache holds 9.45 sequences", 100_000, 50.0,
@@ -139,8 +139,19 @@ def test_between_two_contexts_capacity_lies_between_theirs() -> None:
     assert shorter is not None
     assert longer is not None
     assert between is not None
-    assert between.tokens_per_s == pytest.approx((shorter.tokens_per_s + longer.tokens_per_s) / 2)
     assert longer.tokens_per_s < between.tokens_per_s < shorter.tokens_per_s
+
+
+@pytest.mark.parametrize(
+    ("context_tokens", "itl_slo_ms"), [(1260, 30.0), (4320.5, 15.0), (7000, 20.0), (12000, 40.0)]
+)
+def test_capacity_is_what_the_itl_model_delivers(context_tokens: float, itl_slo_ms: float) -> None:
+    """The simulator decodes at itl_ms: at the capacity's concurrency it meets the SLO."""
+    capacity = H200.decode_capacity(context_tokens, itl_slo_ms)
+
+    assert capacity is not None
+    assert H200.itl_ms(context_tokens, capacity.concurrency) <= itl_slo_ms * (1 + 1e-9)
+    assert capacity.itl_ms == pytest.approx(H200.itl_ms(context_tokens, capacity.concurrency))
 
 
 @pytest.mark.parametrize("context_tokens", [100, 350, 1000, 2997, 4000, 9000, 13585, 30000])
