@@ -20,7 +20,15 @@ from pdscaler.control.restore import rebuild
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.decision import DecisionRecord, DecisionStatus, TargetRef
 from pdscaler.domain.errors import Conflict, PdscalerError
-from pdscaler.domain.policy import MetricType, Mode, Policy, Role, ScaleTargetRef
+from pdscaler.domain.policy import (
+    ForecastModel,
+    ForecastSpec,
+    MetricType,
+    Mode,
+    Policy,
+    Role,
+    ScaleTargetRef,
+)
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.domain.signals import (
     PoolKey,
@@ -80,6 +88,8 @@ class ControllerConfig:
     identity: str = "pdscaler"
     namespaces: frozenset[str] = frozenset()  # the policies this loop runs (empty: all)
     profile_for: Callable[[str | None], PerfProfile | None] = field(default=lambda _: None)
+    # The forecaster a policy's spec.forecast names (None: no forecast); None: one for all.
+    forecaster_for: Callable[[ForecastSpec], Forecaster | None] | None = None
 
 
 class Controller:
@@ -100,6 +110,7 @@ class Controller:
         self._metrics = metrics
         self._actuator = actuator
         self._forecaster = forecaster
+        self._forecasters: dict[tuple[ForecastModel, float], Forecaster | None] = {}
         self._clock = clock
         self._config = config
         self._leadership = leadership
@@ -222,11 +233,13 @@ class Controller:
         signals = observed.get(key, PoolSignals())
         horizon_s = policy.spec.cold_start_seconds + self._config.interval.total_seconds()
         forecast: dict[SignalName, float] = {}
-        for name in FORECAST:
+        forecaster = self._forecaster_for(policy.spec.forecast)
+        for name in FORECAST if forecaster is not None else ():
+            assert forecaster is not None
             signal = signals.get(name)
             if signal.usable(now, self._config.max_sample_age_s) and signal.value is not None:
-                self._forecaster.update((key, name), now, signal.value)
-            predicted = self._forecaster.predict((key, name), now, horizon_s)
+                forecaster.update((key, name), now, signal.value)
+            predicted = forecaster.predict((key, name), now, horizon_s)
             if predicted is not None:
                 forecast[name] = predicted
         capacity = next(
@@ -234,6 +247,17 @@ class Controller:
         )
         profile = self._config.profile_for(capacity.profile) if capacity else None
         return PoolInput(state, signals, self.history(key), profile, forecast or None)
+
+    def _forecaster_for(self, spec: ForecastSpec) -> Forecaster | None:
+        """The policy's forecaster: one per model and quantile, shared by the policies that
+        name it (each series is its own). Without a chooser, the one given for all."""
+        choose = self._config.forecaster_for
+        if choose is None:
+            return self._forecaster
+        key = (spec.model, spec.quantile)
+        if key not in self._forecasters:
+            self._forecasters[key] = choose(spec)
+        return self._forecasters[key]
 
     def _planned(
         self,

@@ -12,7 +12,7 @@ from pdscaler.control.clock import FakeClock
 from pdscaler.control.controller import Controller, ControllerConfig
 from pdscaler.domain.decision import DecisionStatus
 from pdscaler.domain.errors import Conflict, Unavailable
-from pdscaler.domain.policy import Role, parse_policy
+from pdscaler.domain.policy import ForecastModel, ForecastSpec, Role, parse_policy
 from pdscaler.domain.reasons import Reason
 from pdscaler.domain.versioning import ChangeKind
 from pdscaler.forecast.baselines import LastValue
@@ -420,3 +420,31 @@ def test_a_new_policy_does_not_shrink_its_pools_at_its_first_look(h: Harness) ->
 
     assert h.replicas(P) == 6  # the scale-down window starts out holding the size it runs
     assert h.reasons(P)[-2] == Reason.SCALE_DOWN_STABILIZED
+
+
+def test_each_policy_forecasts_with_the_model_it_names(db: Database, clock: FakeClock) -> None:
+    h = Harness(db, clock)
+    h.add_policy({"spec": {"forecast": {"model": "none"}}}, name="reactive")
+    h.add_policy({"spec": {"forecast": {"model": "lastValue"}}}, name="predictive")
+    asked: list[ForecastSpec] = []
+
+    def choose(spec: ForecastSpec) -> LastValue | None:
+        asked.append(spec)
+        return None if spec.model is ForecastModel.NONE else LastValue()
+
+    h.controller = Controller(
+        policies=h.policies, decisions=h.decisions, metrics=h.metrics, actuator=h.actuator,
+        forecaster=LastValue(), clock=clock,
+        config=ControllerConfig(interval=timedelta(seconds=15), max_sample_age_s=60,
+                                forecaster_for=choose),
+    )  # fmt: skip
+    for name in ("reactive", "predictive"):
+        h.observe(P, name=name, queuedPrefillTokens=16_000, arrivalRate=10)
+        h.observe(D, name=name, kvCacheUtilization=0.5)
+
+    h.tick()
+    h.tick()
+
+    assert h.last(P, "reactive").record.forecast is None
+    assert (h.last(P, "predictive").record.forecast or {}).get("arrivalRate") == 10
+    assert sorted(s.model.value for s in asked) == ["lastValue", "none"]  # one each, kept
