@@ -155,3 +155,16 @@ def test_an_api_server_url_and_a_kubeconfig_are_not_both_allowed(
 
     with pytest.raises(SettingsError, match="not both"):
         load_settings()
+
+
+def test_the_loop_can_be_limited_to_some_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDSCALER_LOOP__NAMESPACES", '["inference", "batch"]')
+
+    assert load_settings().loop.namespaces == ["inference", "batch"]
+
+
+def test_a_namespace_that_is_not_a_dns_label_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDSCALER_LOOP__NAMESPACES", '["Not_A_Label"]')
+
+    with pytest.raises(SettingsError, match="PDSCALER_LOOP__NAMESPACES"):
+        load_settings()
