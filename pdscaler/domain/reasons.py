@@ -13,6 +13,7 @@ class Reason(StrEnum):
     # recommend
     TARGET_TRACKING = "TargetTracking"
     CAPACITY_MODEL = "CapacityModel"
+    FORECAST_FLOOR = "ForecastFloor"  # the capacity model on the load forecast at the horizon
     SLO_UNREACHABLE = "SloUnreachable"
     WITHIN_TOLERANCE = "WithinTolerance"
     NO_RECOMMENDATION = "NoRecommendation"

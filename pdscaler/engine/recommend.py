@@ -230,12 +230,23 @@ def queue_is_empty(view: PoolView) -> bool:
 
 
 def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
+    """The capacity model on what is observed now (reactive) and, with a forecast, on the
+    load expected at the cold-start horizon (the predictive floor): the higher wins."""
     if view.profile is None:
         return None
     try:
-        estimate = _capacity_estimate(view)
+        estimate = _capacity_estimate(view, ahead=False)
+        floor = _capacity_estimate(view, ahead=True) if view.forecast else None
     except ValueError:  # inconsistent signals (load with a zero mean length): no vote
         return None
+    if floor is not None and math.ceil(floor.replicas) > math.ceil(estimate.replicas):
+        reactive = estimate.replicas
+        return Vote(
+            metric.type,
+            math.ceil(floor.replicas),
+            Reason.FORECAST_FLOOR,
+            lambda: f"forecast at the horizon: {floor.message} (reactive: {reactive:.2f})",
+        )
     ratio = estimate.replicas / view.state.spec_replicas if view.state.spec_replicas else math.inf
     if estimate.reason == Reason.CAPACITY_MODEL and _within_tolerance(view, ratio):
         return Vote(
@@ -249,28 +260,28 @@ def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
     )
 
 
-def _capacity_estimate(view: PoolView) -> CapacityEstimate:
+def _capacity_estimate(view: PoolView, *, ahead: bool) -> CapacityEstimate:
+    """``ahead``: the load signals as forecast at the horizon where higher than now."""
     assert view.profile is not None
+    load = view.expected if ahead else view.value
     if view.role is Role.PREFILL:
         # A pool that falls behind completes less than arrives: the backlog's growth is the
         # rest of the arrivals (vLLM counts a request when it is done).
-        mean_input = view.expected(S.MEAN_INPUT_LENGTH) or 0.0
+        mean_input = load(S.MEAN_INPUT_LENGTH) or 0.0
         unserved = view.backlog_growth / mean_input if mean_input > 0 else 0.0
         return prefill_replicas(
             view.profile,
-            arrival_rate_per_s=(view.expected(S.ARRIVAL_RATE) or 0.0) + unserved,
+            arrival_rate_per_s=(load(S.ARRIVAL_RATE) or 0.0) + unserved,
             mean_input_tokens=mean_input,
             queued_prefill_tokens=view.value(S.QUEUED_PREFILL_TOKENS) or 0.0,
             ttft_slo_ms=view.slo.ttft_ms or math.inf,
             drain_s=view.cold_start_s,
         )
-    context = (view.expected(S.MEAN_INPUT_LENGTH) or 0.0) + (
-        view.expected(S.MEAN_OUTPUT_LENGTH) or 0.0
-    ) / 2
-    mean_output = view.expected(S.MEAN_OUTPUT_LENGTH) or 0.0
+    context = (load(S.MEAN_INPUT_LENGTH) or 0.0) + (load(S.MEAN_OUTPUT_LENGTH) or 0.0) / 2
+    mean_output = load(S.MEAN_OUTPUT_LENGTH) or 0.0
     return decode_replicas(
         view.profile,
-        output_tokens_per_s=view.expected(S.OUTPUT_TOKEN_RATE) or 0.0,
+        output_tokens_per_s=load(S.OUTPUT_TOKEN_RATE) or 0.0,
         running_requests=view.value(S.RUNNING_REQUESTS) or 0.0,
         mean_context_tokens=context,
         itl_slo_ms=view.slo.itl_ms or math.inf,

@@ -228,3 +228,23 @@ def test_a_trailing_itl_with_a_lightly_loaded_pool_does_not_grow_it() -> None:
 
     assert after.decode.desired_replicas == 10  # held (ITL over the SLO), not grown
     assert during.decode.desired_replicas > 10
+
+
+@pytest.mark.parametrize(
+    ("forecast_rate", "reason", "floor_wins"),
+    [(400.0, Reason.FORECAST_FLOOR, True), (50.0, Reason.WITHIN_TOLERANCE, False)],
+)
+def test_the_forecast_is_a_floor_under_the_reactive_capacity(
+    forecast_rate: float, reason: Reason, floor_wins: bool
+) -> None:
+    profile = load_profile(DEFAULT_PROFILE)
+    now_load = signals(arrivalRate=100, meanInputLength=1000, queuedPrefillTokens=0)
+    forecast = {SignalName.ARRIVAL_RATE: forecast_rate}
+    prefill = PoolInput(ScaleState(4, 4, 0), now_load, PoolHistory(), profile, forecast)
+    decode = PoolInput(ScaleState(4, 4, 0), signals(kvCacheUtilization=0.75), PoolHistory())
+
+    pair = decide(_capacity_spec(), prefill, decode, NOW, max_sample_age_s=60)
+
+    first = pair.prefill.steps[0]
+    assert first.reason == reason
+    assert ("reactive:" in first.message) is floor_wins  # both numbers when the floor wins
