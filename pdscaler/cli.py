@@ -132,6 +132,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.set_defaults(command=_bench)
 
+    forecast = sub.add_parser("forecast", help="load forecasting").add_subparsers(required=True)
+    backtest = forecast.add_parser(
+        "backtest", help="score the forecasting models on a trace's arrival rate, rolling origin"
+    )
+    backtest.add_argument(
+        "--trace", type=Path, required=True, help="an Azure CSV or Mooncake JSONL trace"
+    )
+    backtest.add_argument("--step", type=_positive, default=5.0, help="seconds per step (5)")
+    backtest.add_argument(
+        "--horizon", type=_positive, default=65.0, help="seconds ahead to forecast (65)"
+    )
+    backtest.add_argument(
+        "--minutes", type=_positive, default=None, help="the trace's first N minutes only"
+    )
+    backtest.add_argument(
+        "--quantile", type=float, default=0.9, help="pinball loss and quantile model (0.9)"
+    )
+    backtest.add_argument(
+        "--warmup", type=_positive, default=20.0, help="minutes learned before scoring (20)"
+    )
+    backtest.add_argument("--rate", type=_positive, default=None, help="request-rate multiplier")
+    backtest.set_defaults(command=_forecast_backtest)
+
     token = sub.add_parser("token", help="API tokens").add_subparsers(required=True)
     new = token.add_parser("new", help="make a token and print its settings entry")
     new.add_argument("--name", required=True)
@@ -442,6 +465,34 @@ def _bench(args: argparse.Namespace) -> int:
     (args.out / "bench.json").write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n{len(results)} trace(s) × {len(policies)} policies in {elapsed:.0f} s; "
           f"results in {args.out / 'bench.json'}")  # fmt: skip
+    return 0
+
+
+def _forecast_backtest(args: argparse.Namespace) -> int:
+    from pdscaler.forecast.backtest import arrival_rate, backtest, format_table
+    from pdscaler.sim.traces import load_trace, scale_rate, window
+
+    if not 0.5 <= args.quantile < 1:
+        print("pdscaler: --quantile must be in [0.5, 1)", file=sys.stderr)
+        return 2
+    trace = load_trace(args.trace)
+    if args.minutes is not None:
+        trace = window(trace, 0.0, args.minutes * 60)
+    if args.rate is not None:
+        trace = scale_rate(trace, args.rate)
+    values = arrival_rate([r.arrival_s for r in trace], args.step)
+    horizon_steps = max(1, round(args.horizon / args.step))
+    warmup_steps = round(args.warmup * 60 / args.step)
+    try:
+        scores = backtest(values, step_s=args.step, horizon_steps=horizon_steps,
+                          quantile=args.quantile, warmup_steps=warmup_steps)  # fmt: skip
+    except ValueError as e:
+        print(f"pdscaler: {args.trace}: {e}", file=sys.stderr)
+        return 1
+    print(f"{args.trace.name}: arrival rate in {len(values)} steps of {args.step:g} s, "
+          f"forecast {horizon_steps * args.step:g} s ahead from {scores[0].origins} origins "
+          f"after {args.warmup:g} min")  # fmt: skip
+    print(format_table(scores, args.quantile))
     return 0
 
 

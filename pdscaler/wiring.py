@@ -21,6 +21,7 @@ from pdscaler.domain.errors import FieldError
 from pdscaler.domain.policy import EnginePreset, Policy, Role
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
+from pdscaler.forecast.registry import forecaster_for
 from pdscaler.metrics.connect import prometheus_source
 from pdscaler.metrics.prometheus import PrometheusSource
 from pdscaler.profiles import DEFAULT_PROFILE, ProfileError, load_profile
@@ -84,6 +85,9 @@ def build_controller(
         identity=settings.loop.identity,
         namespaces=frozenset(settings.loop.namespaces),
         profile_for=_profile,
+        forecaster_for=lambda spec: forecaster_for(
+            spec.model, quantile=spec.quantile, step_s=settings.loop.interval.total_seconds()
+        ),
     )
     return Controller(
         policies=policies,

@@ -8,6 +8,7 @@ simulated time on a fake clock.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pdscaler.control.controller import Controller, ControllerConfig
 from pdscaler.domain.policy import Policy, Role
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
+from pdscaler.forecast.registry import forecaster_for
 from pdscaler.sim.adapters import SimActuator, SimMetricsSource
 from pdscaler.sim.cluster import Cluster, Outcome, SimConfig
 from pdscaler.sim.traces import Request
@@ -29,6 +31,7 @@ from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.policies import PolicyStore
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+REFIT_EVERY_S = 30.0  # as the service's forecast job
 
 # Called every interval with the cluster at that time; resizes its pools as it sees fit.
 Step = Callable[[Cluster, float], None]
@@ -120,6 +123,8 @@ class PdscalerStep:
         if self._controller is None:
             self._controller = self._build(cluster)
         self.clock.advance((EPOCH + timedelta(seconds=t)) - self.clock.now())
+        if t % REFIT_EVERY_S < self._interval_s:  # the forecast job, on simulated time
+            self._controller.refit_forecasts(budget_s=math.inf)
         self._controller.tick()
 
     def close(self) -> None:
@@ -131,11 +136,15 @@ class PdscalerStep:
         roles = {spec.pool(role).scale_target_ref.name: role for role in Role}
         self._actuator = SimActuator(cluster, roles)
         profile = self._profile
+        step_s = self._interval_s
         config = ControllerConfig(
             interval=timedelta(seconds=self._interval_s),
             max_sample_age_s=60,
             identity="replay",
             profile_for=lambda _ref: profile,
+            forecaster_for=lambda spec: forecaster_for(
+                spec.model, quantile=spec.quantile, step_s=step_s
+            ),
         )
         return Controller(
             policies=self.policies, decisions=self.decisions,

@@ -248,6 +248,16 @@ class Controller:
         profile = self._config.profile_for(capacity.profile) if capacity else None
         return PoolInput(state, signals, self.history(key), profile, forecast or None)
 
+    def refit_forecasts(self, budget_s: float) -> int:
+        """Fit the forecasts that are due, within ``budget_s``: the scheduler's forecast job,
+        beside the tick, never in it (a tick only predicts)."""
+        now = self._clock.now()
+        forecasters = {id(f): f for f in (self._forecaster, *self._forecasters.values()) if f}
+        fitted = 0
+        for forecaster in forecasters.values():
+            fitted += forecaster.refit(now, budget_s=budget_s)
+        return fitted
+
     def _forecaster_for(self, spec: ForecastSpec) -> Forecaster | None:
         """The policy's forecaster: one per model and quantile, shared by the policies that
         name it (each series is its own). Without a chooser, the one given for all."""
@@ -281,11 +291,25 @@ class Controller:
             raw_recommendation=decision.recommendation,
             steps=decision.steps,
             signals=inputs.signals.audit(),
-            forecast={k.value: v for k, v in inputs.forecast.items()} if inputs.forecast else None,
+            forecast=self._forecast_audit(policy, role, inputs),
             status=DecisionStatus.PENDING if act else DecisionStatus.SKIPPED,
             resource_version=state.resource_version,
         )
         return _Planned(policy, version, role, record, decision, state, act)
+
+    def _forecast_audit(
+        self, policy: Policy, role: Role, inputs: PoolInput
+    ) -> dict[str, Any] | None:
+        """The forecast values at the horizon, and how the arrival rate's was made."""
+        if not inputs.forecast:
+            return None
+        forecaster = self._forecaster_for(policy.spec.forecast)
+        horizon_s = policy.spec.cold_start_seconds + self._config.interval.total_seconds()
+        about = dict(forecaster.describe((_key(policy, role), SignalName.ARRIVAL_RATE))
+                     if forecaster else {})  # fmt: skip
+        return {**{k.value: v for k, v in inputs.forecast.items()},
+                "model": about.pop("model", None), "horizonS": horizon_s,
+                "fallback": about.get("fallback"), "recentMae": about.get("recentMae")}  # fmt: skip
 
     def _about(
         self, policy: Policy, version: int, role: Role, tick_id: str, now: datetime

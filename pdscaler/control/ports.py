@@ -6,9 +6,10 @@ structurally.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from pdscaler.domain.leader import LeaderStatus
 from pdscaler.domain.policy import ScaleTargetRef
@@ -78,5 +79,14 @@ class Forecaster(Protocol):
         ...
 
     def predict(self, key: SeriesKey, at: datetime, horizon_s: float) -> float | None:
-        """The value expected ``horizon_s`` after ``at``; None without enough history."""
+        """The value expected ``horizon_s`` after ``at``; None without enough history.
+        Never fits: fitting is :meth:`refit`'s, off the tick's path."""
+        ...
+
+    def refit(self, now: datetime, *, budget_s: float = math.inf) -> int:
+        """Fit the series that are due, within ``budget_s``; returns how many."""
+        ...
+
+    def describe(self, key: SeriesKey) -> Mapping[str, Any]:
+        """One series' forecast state for the audit: the model, a fallback, recent error."""
         ...

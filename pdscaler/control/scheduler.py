@@ -23,6 +23,9 @@ from pdscaler.domain.clock import Clock
 
 log = logging.getLogger(__name__)
 
+FORECAST_REFIT_EVERY_S = 30.0  # how often the forecast job looks for series due a fit
+FORECAST_BUDGET_S = 10.0  # the most one run of it fits for; the rest wait for the next
+
 
 @dataclass(frozen=True)
 class LoopHealth:
@@ -74,6 +77,15 @@ class Loop:
                 next_run_time=self._clock.now(),
             )
         self._started_at = self._clock.now()
+        # Forecast models are fitted beside the tick, never in it: a tick only predicts.
+        self._scheduler.add_job(
+            self.refit_forecasts,
+            "interval",
+            seconds=FORECAST_REFIT_EVERY_S / self._pace,
+            max_instances=1,
+            coalesce=True,
+            id="forecast",
+        )
         self._scheduler.add_job(
             self._run,
             "interval",
@@ -95,6 +107,13 @@ class Loop:
     def run_once(self) -> None:
         """The job's body: one tick; an exception is logged and the loop goes on."""
         self._run()
+
+    def refit_forecasts(self) -> None:
+        """The forecast job's body; a failure is logged and the loop goes on."""
+        try:
+            self._controller.refit_forecasts(budget_s=FORECAST_BUDGET_S)
+        except Exception:  # a bad fit must not end the job
+            log.exception("refitting forecasts failed")
 
     def step_lease(self) -> bool:
         """The lease job's body: acquire or renew; returns whether this replica leads."""

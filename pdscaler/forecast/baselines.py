@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict, deque
 from datetime import datetime, timedelta
+from typing import Any
 
 from pdscaler.domain.signals import SeriesKey
 
@@ -19,6 +21,12 @@ class LastValue:
 
     def predict(self, key: SeriesKey, at: datetime, horizon_s: float) -> float | None:
         return self._last.get(key)
+
+    def refit(self, now: datetime, *, budget_s: float = math.inf) -> int:
+        return 0  # nothing to fit
+
+    def describe(self, key: SeriesKey) -> dict[str, Any]:
+        return {"model": "lastValue"}
 
 
 class MovingAverage:
@@ -39,3 +47,9 @@ class MovingAverage:
         if not points:
             return None
         return max(0.0, sum(v for _, v in points) / len(points))
+
+    def refit(self, now: datetime, *, budget_s: float = math.inf) -> int:
+        return 0  # nothing to fit
+
+    def describe(self, key: SeriesKey) -> dict[str, Any]:
+        return {"model": "movingAverage", "windowS": self._window.total_seconds()}
