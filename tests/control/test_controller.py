@@ -4,7 +4,8 @@ recording actuator, the real database for the audit rows."""
 from __future__ import annotations
 
 import itertools
-from datetime import timedelta
+import math
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -448,3 +449,37 @@ def test_each_policy_forecasts_with_the_model_it_names(db: Database, clock: Fake
     assert h.last(P, "reactive").record.forecast is None
     assert (h.last(P, "predictive").record.forecast or {}).get("arrivalRate") == 10
     assert sorted(s.model.value for s in asked) == ["lastValue", "none"]  # one each, kept
+
+
+class CountingForecaster(LastValue):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refits = 0
+
+    def refit(self, now: datetime, *, budget_s: float = math.inf) -> int:
+        self.refits += 1
+        return 0
+
+
+def test_forecasts_are_fitted_beside_the_tick_and_their_model_audited(
+    db: Database, clock: FakeClock
+) -> None:
+    h = Harness(db, clock)
+    h.add_policy({"spec": {"forecast": {"model": "lastValue"}}})
+    forecaster = CountingForecaster()
+    h.controller = Controller(
+        policies=h.policies, decisions=h.decisions, metrics=h.metrics, actuator=h.actuator,
+        forecaster=LastValue(), clock=clock,
+        config=ControllerConfig(interval=timedelta(seconds=15), max_sample_age_s=60,
+                                forecaster_for=lambda _spec: forecaster),
+    )  # fmt: skip
+    h.observe(P, queuedPrefillTokens=16_000, arrivalRate=10)
+    h.observe(D, kvCacheUtilization=0.5)
+
+    h.tick()
+    h.tick()
+    h.controller.refit_forecasts(budget_s=1.0)
+
+    assert forecaster.refits == 1  # the ticks themselves never fit
+    audit = h.last(P).record.forecast or {}
+    assert (audit["model"], audit["horizonS"], audit["arrivalRate"]) == ("lastValue", 105.0, 10)

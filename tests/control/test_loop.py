@@ -43,6 +43,9 @@ def test_job_runs_one_tick_at_a_time_and_coalesces(
         assert job is not None
         assert (job.max_instances, job.coalesce) == (1, True)
         assert job.trigger.interval == settings.loop.interval
+        forecast = runtime.loop._scheduler.get_job("forecast")  # fits beside the tick
+        assert forecast is not None
+        assert (forecast.max_instances, forecast.coalesce) == (1, True)
     finally:
         runtime.loop.stop()
 
