@@ -27,7 +27,7 @@ from pdscaler.control.clock import AcceleratedClock
 from pdscaler.domain.errors import AlreadyExists
 from pdscaler.domain.policy import Policy, Role, parse_policy
 from pdscaler.profiles import DEFAULT_PROFILE, load_profile
-from pdscaler.sim.adapters import SimActuator, SimMetricsSource
+from pdscaler.sim.adapters import SimActuator, SimMetricsSource, nearest_rank
 from pdscaler.sim.cluster import Cluster, SimConfig
 from pdscaler.sim.traces import Request, concat, load_trace, scale_rate, window
 from pdscaler.store import migrate
@@ -219,24 +219,21 @@ def _summary(
     if not done:
         print("no request finished")
         return
-    ttft = sorted(o.ttft_s * 1000 for o in done)
-    itl = sorted(o.tpot_s * 1000 for o in done)
+    ttft = [o.ttft_s * 1000 for o in done]
+    itl = [o.tpot_s * 1000 for o in done]
     met = sum(1 for o in done if o.ttft_s * 1000 <= TTFT_SLO_MS and o.tpot_s * 1000 <= ITL_SLO_MS)
     gpu_h = {role: cluster.gpu_seconds(role) / 3600 for role in Role}
     print(f"\n{len(done):,} of {len(cluster.outcomes):,} requests finished "
           f"({len(cluster.outcomes) - len(done):,} still running)")  # fmt: skip
     print(f"  SLO attainment (TTFT <= {TTFT_SLO_MS:g} ms and ITL <= {ITL_SLO_MS:g} ms): "
           f"{met / len(done):.1%}")  # fmt: skip
-    print(f"  TTFT p50 {_q(ttft, 0.5):.0f} ms, p99 {_q(ttft, 0.99):.0f} ms;  "
-          f"ITL p50 {_q(itl, 0.5):.1f} ms, p99 {_q(itl, 0.99):.1f} ms")  # fmt: skip
+    q = nearest_rank
+    print(f"  TTFT p50 {q(ttft, 0.5):.0f} ms, p99 {q(ttft, 0.99):.0f} ms;  "
+          f"ITL p50 {q(itl, 0.5):.1f} ms, p99 {q(itl, 0.99):.1f} ms")  # fmt: skip
     print(f"  GPU-hours: prefill {gpu_h[Role.PREFILL]:.2f}, decode {gpu_h[Role.DECODE]:.2f}")
     plot = _plot(cluster, rows, out, end_s)
     if plot is not None:
         print(f"  plot: {plot}")
-
-
-def _q(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _plot(

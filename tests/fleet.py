@@ -28,11 +28,10 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Literal, get_args
 
-from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.metrics_core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -40,6 +39,8 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.utils import floatToGoString
+
+from pdscaler.sim.exporter import MetricsEndpoint
 
 Engine = Literal["vllm", "sglang", "dynamo", "dcgm"]
 Kind = Literal["gauge", "counter", "histogram"]
@@ -429,39 +430,19 @@ class FakeFleet:
         self._version = 0
         self._cache: tuple[int, bytes] | None = None
         self._headers: dict[str, bytes] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._endpoint = MetricsEndpoint(self._exposition, name="fake-fleet")
 
     @property
     def target(self) -> str:
-        """The scrape target, "127.0.0.1:PORT"."""
-        if self._server is None:
-            raise RuntimeError("the fleet is not started")
-        return f"127.0.0.1:{self._server.server_port}"
+        """The scrape target, ``127.0.0.1:PORT``."""
+        return self._endpoint.target
 
     def start(self) -> str:
         """Serve on a free port; returns the scrape target."""
-        if self._server is None:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-            server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-fleet",
-                daemon=True,
-            )
-            self._server = server
-            self._thread.start()
-        return self.target
+        return self._endpoint.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._endpoint.stop()
 
     def __enter__(self) -> FakeFleet:
         self.start()
@@ -536,22 +517,3 @@ class FakeFleet:
                 body = b"".join(b"".join(parts) for parts in families.values())
                 self._cache = (self._version, body)
             return self._cache[1]
-
-
-def _handler(fleet: FakeFleet) -> type[BaseHTTPRequestHandler]:
-    class MetricsHandler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] != "/metrics":
-                self.send_error(404)
-                return
-            body = fleet._exposition()
-            self.send_response(200)
-            self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Scrapes every second would flood the test output."""
-
-    return MetricsHandler

@@ -15,6 +15,7 @@ from typing import Any
 from pdscaler.benchmark.replay import Replay
 from pdscaler.benchmark.sizing import Slo
 from pdscaler.domain.policy import Role
+from pdscaler.sim.adapters import nearest_rank
 
 
 @dataclass(frozen=True)
@@ -52,13 +53,7 @@ class PolicyMetrics:
     timeline: list[tuple[float, float, int, int]] = field(default_factory=list, repr=False)
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile by nearest rank (the smallest value with at least ``q`` of the
-    values at or below it); NaN with no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+percentile = nearest_rank  # the quantile the simulator's metrics use too
 
 
 def measure(replay: Replay, slo: Slo, lower_bound_gpu_hours: float) -> PolicyMetrics:

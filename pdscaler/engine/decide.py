@@ -150,8 +150,11 @@ def decide_pool(
     steps.append(gate.step)
     measured = view.value(SignalName.TTFT_MS if role is Role.PREFILL else SignalName.ITL_MS)
     slo_ms = spec.slo.ttft_ms if role is Role.PREFILL else spec.slo.itl_ms
-    settled = latency_settled(view)
-    _append(steps, guard_slo(steps[-1].value, current, measured, slo_ms, spec.slo.guard_margin,
+    margin = spec.slo.guard_margin
+    # Whether the latency is settled matters only where the guard would force a step.
+    breached = measured is not None and slo_ms is not None and measured > slo_ms * (1 + margin)
+    settled = breached and latency_settled(view)
+    _append(steps, guard_slo(steps[-1].value, current, measured, slo_ms, margin,
                              arriving=inputs.state.pending_replicas, settled=settled))  # fmt: skip
     floor = consolidation_floor(_loads(view), pool.scale_down_rules.tolerance or 0.0)
     _append(steps, consolidate(steps[-1].value, current, floor))

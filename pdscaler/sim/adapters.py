@@ -77,7 +77,7 @@ class SimMetricsSource:
                 del samples[:start]
                 start = 0
             end = bisect_right(samples, t, key=lambda x: x[0])
-            itl_ms = _weighted_quantile(
+            itl_ms = _weightednearest_rank(
                 [(itl * 1000, tokens) for _, itl, tokens in samples[start:end]], pool.itl_quantile
             )
             (t0, g0), (t1, g1) = self._generated[0], self._generated[-1]
@@ -89,14 +89,14 @@ class SimMetricsSource:
             S.INPUT_TOKEN_RATE: sum(inputs) / span,
             S.OUTPUT_TOKEN_RATE: generated / span,
             S.MEAN_INPUT_LENGTH: sum(inputs) / len(inputs) if inputs else 0.0,
-            S.P90_INPUT_LENGTH: _quantile(inputs, 0.9),
+            S.P90_INPUT_LENGTH: nearest_rank(inputs, 0.9),
             S.MEAN_OUTPUT_LENGTH: sum(outputs) / len(outputs) if outputs else 0.0,
-            S.P90_OUTPUT_LENGTH: _quantile(outputs, 0.9),
+            S.P90_OUTPUT_LENGTH: nearest_rank(outputs, 0.9),
             S.QUEUED_REQUESTS: float(queued),
             S.QUEUED_PREFILL_TOKENS: float(queued_tokens) if role is Role.PREFILL else 0.0,
             S.RUNNING_REQUESTS: float(cluster.running(role)),
             S.KV_CACHE_UTILIZATION: cluster.kv_utilization() if role is Role.DECODE else 0.0,
-            S.TTFT_MS: _quantile(ttfts, pool.ttft_quantile),
+            S.TTFT_MS: nearest_rank(ttfts, pool.ttft_quantile),
             S.ITL_MS: itl_ms,
         }
         return PoolSignals({name: Signal.fresh(v, now) for name, v in values.items()})
@@ -155,7 +155,7 @@ def _between(
     return items[bisect_right(items, since, key=at) : bisect_right(items, until, key=at)]
 
 
-def _weighted_quantile(values: Sequence[tuple[float, float]], q: float) -> float:
+def _weightednearest_rank(values: Sequence[tuple[float, float]], q: float) -> float:
     """The ``q`` quantile of values each counted ``weight`` times; NaN with none."""
     total = sum(w for _, w in values)
     if total <= 0:
@@ -168,8 +168,9 @@ def _weighted_quantile(values: Sequence[tuple[float, float]], q: float) -> float
     return max(v for v, _ in values)
 
 
-def _quantile(values: Sequence[float], q: float) -> float:
-    """The ``q`` quantile (nearest rank); NaN with no values, as Prometheus answers."""
+def nearest_rank(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile by nearest rank (the smallest value with at least ``q`` of the
+    values at or below it); NaN with no values, as Prometheus answers."""
     if not values:
         return math.nan
     ordered = sorted(values)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import math
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -184,8 +184,11 @@ class SimExporter:
         self._token_bounds = token_buckets(max_model_len)
         self._pods: dict[tuple[Role, int], _Pod] = {}
         self._cursors = {"prefilled": 0, "first_tokens": 0, "finished": 0}  # events fed
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        # The text format whatever the scraper prefers: prometheus_client's OpenMetrics output
+        # turns the colons of vLLM's names into underscores in the sample lines (though not
+        # in HELP and TYPE) when the scraper asks for no escaping scheme, as Prometheus 2
+        # does (prometheus/client_python#1177).
+        self._endpoint = MetricsEndpoint(lambda: generate_latest(self), name="sim-exporter")
 
     def pod_name(self, role: Role, replica_id: int) -> str:
         return f"{self._prefixes[role]}-{replica_id}"
@@ -195,31 +198,14 @@ class SimExporter:
     @property
     def target(self) -> str:
         """The scrape target, ``127.0.0.1:PORT``."""
-        if self._server is None:
-            raise RuntimeError("the exporter is not started")
-        return f"127.0.0.1:{self._server.server_port}"
+        return self._endpoint.target
 
     def start(self) -> str:
         """Serve ``/metrics`` on a free port of 127.0.0.1; returns the scrape target."""
-        if self._server is None:
-            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-            server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                name="sim-exporter", daemon=True,
-            )  # fmt: skip
-            self._server = server
-            self._thread.start()
-        return self.target
+        return self._endpoint.start()
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        self._endpoint.stop()
 
     def __enter__(self) -> SimExporter:
         self.start()
@@ -294,22 +280,57 @@ class SimExporter:
         return [*gauges.values(), *counters.values(), success, *histograms.values()]
 
 
-def _handler(exporter: SimExporter) -> type[BaseHTTPRequestHandler]:
+class MetricsEndpoint:
+    """``/metrics`` on a free port of 127.0.0.1, in Prometheus's text format, its body made
+    by ``body`` at each scrape."""
+
+    def __init__(self, body: Callable[[], bytes], *, name: str) -> None:
+        self._body = body
+        self._name = name
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def target(self) -> str:
+        """The scrape target, ``127.0.0.1:PORT``."""
+        if self._server is None:
+            raise RuntimeError(f"{self._name} is not started")
+        return f"127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> str:
+        if self._server is None:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self._body))
+            server.daemon_threads = True
+            self._thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                name=self._name, daemon=True,
+            )  # fmt: skip
+            self._server = server
+            self._thread.start()
+        return self.target
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def _handler(body: Callable[[], bytes]) -> type[BaseHTTPRequestHandler]:
     class MetricsHandler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             if self.path.split("?", 1)[0] != "/metrics":
                 self.send_error(404)
                 return
-            # The text format whatever the scraper prefers: prometheus_client's OpenMetrics
-            # output turns the colons of vLLM's names into underscores in the sample lines
-            # (though not in HELP and TYPE) when the scraper asks for no escaping scheme,
-            # as Prometheus 2 does (prometheus/client_python#1177).
-            body = generate_latest(exporter)
+            payload = body()
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE_PLAIN_0_0_4)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(payload)
 
         def log_message(self, format: str, *args: object) -> None:
             """A scrape every second would flood the log."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from pdscaler.domain.versioning import merge_patch
+
 Json = dict[str, Any]
 
 
@@ -344,19 +346,6 @@ def format_selector(labels: dict[str, str]) -> str:
 # -- patches --------------------------------------------------------------------------------
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386. A strategic merge patch of a Scale (no lists) means the same."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    merged = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = merge_patch(merged.get(key), value)
-    return merged
-
-
 def json_patch(target: Json, operations: Any) -> Json:
     """RFC 6902 (test, add, replace, remove). A body that is not a list of operations is a
     400; an operation that cannot apply is a 422, each as the server answers."""
@@ -519,6 +508,7 @@ def patched(request: Request, current: Json) -> Json:
         raise bad_request(
             "json: cannot unmarshal array into Go value of type map[string]interface {}"
         )
+    # RFC 7386; a strategic merge patch of a Scale or of pod metadata (no lists) means the same.
     merged: Json = merge_patch(current, patch)
     return merged
 
