@@ -303,6 +303,15 @@ class ForecastSpec(_Model):
     quantile: Annotated[float, Field(ge=0.5, lt=1)] = 0.9
 
 
+class Panic(_Model):
+    """Knative-style panic mode: a pool whose recommendation reaches ``threshold`` times
+    its ready replicas is in a burst; until ``windowSeconds`` pass without one, it does
+    not scale down. ``threshold: null`` turns it off."""
+
+    threshold: Annotated[float, Field(ge=1.1, le=100)] | None = 2.0
+    window_seconds: Annotated[int, Field(ge=0, le=3600)] = 60
+
+
 class PolicySpec(_Model):
     mode: Mode = Mode.ACTIVE
     engine: EnginePreset = EnginePreset.VLLM
@@ -312,6 +321,7 @@ class PolicySpec(_Model):
     decode: PoolSpec
     coordination: Coordination = Field(default_factory=Coordination)
     forecast: ForecastSpec = Field(default_factory=ForecastSpec)
+    panic: Panic = Field(default_factory=Panic)
     pause: DirectionPause = Field(default_factory=DirectionPause)
     external_changes: ExternalChanges = Field(default_factory=ExternalChanges)
     # engine "custom": one PromQL template per signal (see docs/metrics.md)

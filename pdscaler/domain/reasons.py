@@ -33,6 +33,8 @@ class Reason(StrEnum):
     NOT_STABILIZED = "NotStabilized"
     SCALE_UP_STABILIZED = "ScaleUpStabilized"
     SCALE_DOWN_STABILIZED = "ScaleDownStabilized"
+    # panic mode
+    PANIC = "Panic"
     # rate limits and bounds
     DESIRED_WITHIN_RANGE = "DesiredWithinRange"
     SCALE_UP_LIMIT = "ScaleUpLimit"

@@ -9,11 +9,13 @@ Per pool, in this order (each step records its value, reason code and message):
 4. ``slo``         measured TTFT/ITL over the SLO forbids a scale-down, far over forces growth;
 5. ``consolidate`` a scale-down must leave the survivors under target (no 2<->1 flapping);
    -- the value so far is the pool's recommendation, kept in its history --
-6. ``stabilize``   HPA stabilization windows;
-7. ``limit``       HPA rate policies, then minReplicas/maxReplicas.
+6. ``stabilize``   HPA stabilization windows, then ``panic``: during a burst (Knative's
+                   panic mode) no scale-down;
+7. ``limit``       HPA rate policies, then minReplicas/maxReplicas;
+8. ``schedule``    replicas that cannot be placed hold a scale-up.
 
-Then for the pair: 8. ``ratio`` (prefill:decode band), 9. ``budget`` (shared GPUs), and
-10. ``pause`` (a paused direction). Nothing here reads a clock or does I/O.
+Then for the pair: 9. ``ratio`` (prefill:decode band), 10. ``budget`` (shared GPUs), and
+11. ``pause`` (a paused direction). Nothing here reads a clock or does I/O.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from pdscaler.engine.guard import (
 )
 from pdscaler.engine.history import PoolHistory, Recommendation
 from pdscaler.engine.limits import RateBounds, limit_replicas, rate_bounds
-from pdscaler.engine.recommend import TOTALS, PoolView, latency_settled, vote
+from pdscaler.engine.recommend import TOTALS, Floor, PoolView, latency_settled, vote
 from pdscaler.engine.stabilize import stabilize_recommendation
 
 
@@ -66,10 +68,16 @@ class PoolDecision:
     steps: tuple[Step, ...]
     history: PoolHistory
     rate: RateBounds | None = None  # what the rate policies allowed (None: held before them)
+    floor: Floor | None = None  # the capacity model's reactive and predictive replicas
 
     @property
     def reason(self) -> str:
         return self.steps[-1].reason if self.steps else ""
+
+    @property
+    def forecast_won(self) -> bool:
+        """Whether the predictive floor was the recommendation (beat every other vote)."""
+        return any(s.name == "recommend" and s.reason == Reason.FORECAST_FLOOR for s in self.steps)
 
 
 @dataclass(frozen=True)
@@ -132,7 +140,7 @@ def decide_pool(
         incoming_per_s,
         _backlog_growth(inputs, now),
     )
-    recommended = _recommend(view)
+    recommended, capacity = _recommend(view)
     steps = [s for s in (_outside_change(spec, inputs), recommended) if s is not None]
     # Latency metrics only ever ask for more; that they are NaN with no traffic must not
     # hold a pool up. They count for the gate only where nothing else sizes the pool.
@@ -160,7 +168,8 @@ def decide_pool(
     _append(steps, consolidate(steps[-1].value, current, floor))
     queued = view.value(SignalName.QUEUED_PREFILL_TOKENS)
     backlog = (now, queued) if queued is not None else None
-    return _stabilize_and_limit(pool, role, inputs, steps, now, gate.failures, backlog)
+    decision = _stabilize_and_limit(spec, role, inputs, steps, now, gate.failures, backlog)
+    return decision if capacity is None else replace(decision, floor=capacity)
 
 
 LATENCY = frozenset({MetricType.TTFT, MetricType.ITL})
@@ -222,16 +231,18 @@ def _outside_change(spec: PolicySpec, inputs: PoolInput) -> Step | None:
                 f"target runs {current}, pdscaler last set {last}; {action}")  # fmt: skip
 
 
-def _recommend(view: PoolView) -> Step:
+def _recommend(view: PoolView) -> tuple[Step, Floor | None]:
     votes = [v for v in (vote(view, m) for m in view.pool.metrics) if v is not None]
     if not votes:
-        return Step(
+        step = Step(
             "recommend", view.state.spec_replicas, Reason.NO_RECOMMENDATION, "no metric could vote"
         )
+        return step, None
     best = max(votes, key=lambda v: v.replicas)
     others = ", ".join(f"{v.metric.value}={v.replicas}" for v in votes if v is not best)
     message = best.message + (f" (others: {others})" if others else "")
-    return Step("recommend", best.replicas, best.reason, message)
+    floor = next((v.floor for v in votes if v.floor is not None), None)
+    return Step("recommend", best.replicas, best.reason, message), floor
 
 
 def _loads(view: PoolView) -> list[tuple[float, float]]:
@@ -247,7 +258,7 @@ def _loads(view: PoolView) -> list[tuple[float, float]]:
 
 
 def _stabilize_and_limit(
-    pool: PoolSpec,
+    spec: PolicySpec,
     role: Role,
     inputs: PoolInput,
     steps: list[Step],
@@ -255,6 +266,7 @@ def _stabilize_and_limit(
     failures: int,
     backlog: tuple[datetime, float] | None,
 ) -> PoolDecision:
+    pool = spec.pool(role)
     current = inputs.state.spec_replicas
     recommendation = steps[-1].value
     up, down = pool.scale_up_rules, pool.scale_down_rules
@@ -270,6 +282,8 @@ def _stabilize_and_limit(
             recommendation, current, history.recommendations, now, up_window, down_window
         )
     )
+    panic_until = _panic_until(spec, inputs, recommendation, now)
+    _append(steps, _panic(steps[-1].value, current, panic_until, now))
     rate = rate_bounds(current, history.scale_events, up, down, now)
     steps.append(
         limit_replicas(steps[-1].value, current, pool.min_replicas, pool.max_replicas, rate)
@@ -287,8 +301,30 @@ def _stabilize_and_limit(
         metric_failures=failures,
         last_applied=current,
         backlog=backlog,
+        panic_until=panic_until,
     )
     return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history, rate)
+
+
+def _panic_until(
+    spec: PolicySpec, inputs: PoolInput, recommendation: int, now: datetime
+) -> datetime | None:
+    """Until when the pool is in panic mode: a recommendation of ``threshold`` times the
+    ready replicas (Knative's panic threshold) starts or extends a burst, which lasts
+    ``windowSeconds`` past the last such recommendation."""
+    until = inputs.history.panic_until
+    threshold = spec.panic.threshold
+    ready = max(inputs.state.ready_replicas, 1)  # as Knative: none ready counts as one
+    if threshold is not None and recommendation >= threshold * ready:
+        until = now + timedelta(seconds=spec.panic.window_seconds)
+    return until if until is not None and until > now else None
+
+
+def _panic(value: int, current: int, until: datetime | None, now: datetime) -> Step | None:
+    if until is None or value >= current:
+        return None
+    return Step("panic", current, Reason.PANIC,
+                f"burst: no scale-down until {until.isoformat()} (wanted {value})")  # fmt: skip
 
 
 def _coordinate(
@@ -340,15 +376,7 @@ def _extend(decision: PoolDecision, steps: list[Step]) -> PoolDecision:
     if not steps or decision.recommendation is None:
         return decision
     all_steps = decision.steps + tuple(steps)
-    return PoolDecision(
-        decision.role,
-        decision.current_replicas,
-        all_steps[-1].value,
-        decision.recommendation,
-        all_steps,
-        decision.history,
-        decision.rate,
-    )
+    return replace(decision, desired_replicas=all_steps[-1].value, steps=all_steps)
 
 
 def _append(steps: list[Step], step: Step | None) -> None:

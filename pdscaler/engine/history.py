@@ -41,6 +41,7 @@ class PoolHistory:
     last_applied: int | None = None  # replicas pdscaler last wrote to the target
     backlog: tuple[datetime, float] | None = None  # (when, queued prefill tokens) last seen
     external_since: datetime | None = None  # when a change by someone else was first seen
+    panic_until: datetime | None = None  # no scale-down before then: a burst was seen
 
     def with_recommendation(self, at: datetime, replicas: int, keep: timedelta) -> PoolHistory:
         recommendations = self.recommendations_after(at - keep, Recommendation(at, replicas))

@@ -47,6 +47,14 @@ TOTALS = {
 }
 
 
+class Floor(NamedTuple):
+    """The capacity model's two numbers: replicas for the load now (reactive) and for the
+    load forecast at the cold-start horizon (the predictive floor)."""
+
+    reactive: float
+    predictive: float
+
+
 class Vote(NamedTuple):
     """One metric's replica count. Its words are written only if it wins."""
 
@@ -54,6 +62,7 @@ class Vote(NamedTuple):
     replicas: int
     reason: Reason
     describe: Callable[[], str]
+    floor: Floor | None = None  # the capacity vote's numbers, when it had a forecast
 
     @property
     def message(self) -> str:
@@ -239,6 +248,7 @@ def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
         floor = _capacity_estimate(view, ahead=True) if view.forecast else None
     except ValueError:  # inconsistent signals (load with a zero mean length): no vote
         return None
+    numbers = None if floor is None else Floor(estimate.replicas, floor.replicas)
     if floor is not None and math.ceil(floor.replicas) > math.ceil(estimate.replicas):
         reactive = estimate.replicas
         return Vote(
@@ -246,6 +256,7 @@ def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
             math.ceil(floor.replicas),
             Reason.FORECAST_FLOOR,
             lambda: f"forecast at the horizon: {floor.message} (reactive: {reactive:.2f})",
+            numbers,
         )
     ratio = estimate.replicas / view.state.spec_replicas if view.state.spec_replicas else math.inf
     if estimate.reason == Reason.CAPACITY_MODEL and _within_tolerance(view, ratio):
@@ -254,9 +265,14 @@ def _capacity(view: PoolView, metric: MetricSpec) -> Vote | None:
             view.state.spec_replicas,
             Reason.WITHIN_TOLERANCE,
             lambda: f"{estimate.message}; usage ratio {ratio:.2f}",
+            numbers,
         )
     return Vote(
-        metric.type, math.ceil(estimate.replicas), Reason(estimate.reason), estimate.describe
+        metric.type,
+        math.ceil(estimate.replicas),
+        Reason(estimate.reason),
+        estimate.describe,
+        numbers,
     )
 
 

@@ -92,6 +92,9 @@ POLICY = {
         "mode": "active",
         "engine": "vllm",
         "coldStartSeconds": round(COLD_START_S / SPEED),
+        # the loop runs on real seconds, the simulation ten times faster: a burst's panic
+        # window, like the other windows, is in real seconds (6 s: 60 s simulated)
+        "panic": {"windowSeconds": round(60 / SPEED)},
         "prefill": pool(P, 6, [{"type": "QueuedPrefillTokens", "targetPerReplica": 32768},
                                {"type": "QueuedRequests", "targetPerReplica": 32}]),
         "decode": pool(D, 8, [{"type": "KVCacheUtilization", "target": 0.6}]),

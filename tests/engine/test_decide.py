@@ -248,3 +248,94 @@ def test_the_forecast_is_a_floor_under_the_reactive_capacity(
     first = pair.prefill.steps[0]
     assert first.reason == reason
     assert ("reactive:" in first.message) is floor_wins  # both numbers when the floor wins
+    assert pair.prefill.floor is not None  # the decision carries both numbers
+    assert pair.prefill.forecast_won is floor_wins
+    assert (pair.prefill.floor.predictive > pair.prefill.floor.reactive) is floor_wins
+
+
+@pytest.mark.parametrize(
+    ("patch", "bound", "reason"),
+    [
+        ({"prefill": {"maxReplicas": 6}}, 6, Reason.TOO_MANY_REPLICAS),
+        ({"coordination": {"gpuBudget": 9}}, 9 - 4, Reason.GPU_BUDGET),
+    ],
+)
+@pytest.mark.parametrize("forecast_rate", [1_000.0, 1e6, 1e12])
+def test_the_forecast_floor_never_exceeds_max_replicas_or_the_budget(
+    patch: dict[str, Any], bound: int, reason: Reason, forecast_rate: float
+) -> None:
+    profile = load_profile(DEFAULT_PROFILE)
+    capacity = {"type": "Capacity", "profile": DEFAULT_PROFILE}
+    spec = parse_policy(policy_doc({"spec": merge({
+        "slo": {"ttftMs": 300, "itlMs": 25}, "coldStartSeconds": 60,
+        "prefill": {**IMMEDIATE, "maxReplicas": 64, "metrics": [capacity]},
+        "decode": {**IMMEDIATE, "maxReplicas": 64,
+                   "metrics": [{"type": "KVCacheUtilization", "target": 0.75}]},
+    }, patch)})).spec  # fmt: skip
+    now_load = signals(arrivalRate=10, meanInputLength=1000, queuedPrefillTokens=0)
+    forecast = {SignalName.ARRIVAL_RATE: forecast_rate, SignalName.MEAN_INPUT_LENGTH: 8000.0}
+    prefill = PoolInput(ScaleState(2, 2, 0), now_load, PoolHistory(), profile, forecast)
+    decode = PoolInput(ScaleState(4, 4, 0), signals(kvCacheUtilization=0.75), PoolHistory())
+
+    pair = decide(spec, prefill, decode, NOW, max_sample_age_s=60)
+
+    assert pair.prefill.steps[0].reason == Reason.FORECAST_FLOOR
+    assert pair.prefill.steps[0].value > bound  # the forecast asked for more...
+    assert pair.prefill.desired_replicas == bound  # ...than the bound lets it have
+    assert reason in {s.reason for s in pair.prefill.steps}
+    assert pair.decode.desired_replicas == 4
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and key in out else value
+    return out
+
+
+def _panic_spec(**panic: Any) -> Any:
+    doc = policy_doc({"spec": {"prefill": {**IMMEDIATE, "maxReplicas": 32},
+                               "decode": {**IMMEDIATE, "maxReplicas": 32}}})  # fmt: skip
+    doc["spec"]["panic"] = panic  # set, not merged: a merge patch's null would delete
+    return parse_policy(doc).spec
+
+
+def _burst_then_quiet(spec: Any) -> list[PairDecision]:
+    """Queued prefill tokens (16,384 per replica): a burst at twice the ready replicas,
+    then no load at all, a tick every 15 s; replicas are ready a tick after they are
+    asked for, and every decision is applied."""
+    decode = PoolInput(ScaleState(4, 4, 0), signals(kvCacheUtilization=0.75), PoolHistory())
+    history, current, ready, out = PoolHistory(), 2, 2, []
+    for i, queued in enumerate([16384 * 4, 16384 * 4, 0, 0, 0, 0, 0, 0]):
+        at = NOW + timedelta(seconds=15 * i)
+        prefill = PoolInput(ScaleState(current, ready, current - ready),
+                            PoolSignals({SignalName.QUEUED_PREFILL_TOKENS:
+                                         Signal.fresh(queued, at)}), history)  # fmt: skip
+        pair = decide(spec, prefill, decode, at, max_sample_age_s=60)
+        out.append(pair)
+        desired = pair.prefill.desired_replicas
+        history = pair.prefill.history.with_scale(at, current, desired, timedelta(hours=1))
+        ready, current = current, desired
+    return out
+
+
+def test_during_a_burst_the_pool_does_not_scale_down_until_the_panic_window_passes() -> None:
+    ticks = _burst_then_quiet(_panic_spec(threshold=2.0, windowSeconds=60))
+
+    sizes = [t.prefill.desired_replicas for t in ticks]
+    # The burst asks for 4 with 2 ready (2x: panic) at 0 s and at 15 s (2 still on their
+    # way); quiet from 30 s, but no scale-down before 15 + 60 = 75 s.
+    assert sizes[:5] == [4, 4, 4, 4, 4]
+    assert sizes[5] < 4
+    assert Reason.PANIC in {s.reason for s in ticks[2].prefill.steps}
+    assert ticks[1].prefill.history.panic_until == NOW + timedelta(seconds=75)
+    assert ticks[5].prefill.history.panic_until is None
+
+
+def test_without_panic_mode_the_pool_scales_down_as_soon_as_its_windows_allow() -> None:
+    ticks = _burst_then_quiet(_panic_spec(threshold=None))
+
+    sizes = [t.prefill.desired_replicas for t in ticks]
+    assert sizes[:2] == [4, 4]
+    assert sizes[2] < 4  # scale-down window 0: no hold
+    assert all(Reason.PANIC not in {s.reason for s in t.prefill.steps} for t in ticks)
