@@ -26,11 +26,13 @@ RUN groupadd --system --gid 10001 pdscaler \
  && mkdir -p /var/lib/pdscaler \
  && chown 10001:10001 /var/lib/pdscaler
 COPY --from=build /opt/pdscaler /opt/pdscaler
+# OMP_NUM_THREADS: forecast fits run beside the API and the tick, on one thread each.
 ENV PATH=/opt/pdscaler/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PDSCALER_API__HOST=0.0.0.0 \
-    PDSCALER_DATA_DIR=/var/lib/pdscaler
+    PDSCALER_DATA_DIR=/var/lib/pdscaler \
+    OMP_NUM_THREADS=1
 WORKDIR /var/lib/pdscaler
 USER 10001:10001
 EXPOSE 8080

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install services lint typecheck imports pytest bench-api fmt clean
+.PHONY: demo test install services lint typecheck imports pytest bench-api dashboard fmt clean
 
 demo: install
 	$(VENV)/bin/pdscaler demo --serve
@@ -38,6 +38,11 @@ pytest: install services
 
 bench-api: install services
 	$(PY) bench/api_decisions.py
+
+# Regenerate the Grafana dashboard from pdscaler/grafana/dashboard.py; a test fails when the
+# checked-in JSON is stale.
+dashboard: install
+	$(PY) -m pdscaler.grafana.dashboard
 
 fmt: install
 	$(VENV)/bin/ruff format pdscaler tests bench migrations

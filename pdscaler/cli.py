@@ -247,6 +247,8 @@ def _explain(args: argparse.Namespace) -> int:
     print(f"{namespace}/{name} at version {body['version']}")
     for pool in body["pools"]:
         print(pool["text"])
+        if pool.get("grafanaUrl"):
+            print(f"  grafana: {pool['grafanaUrl']}")
     if not body["pools"]:
         print("no decisions yet")
     return 0

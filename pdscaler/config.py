@@ -279,7 +279,22 @@ class ApiSettings(_Group):
 class GrafanaSettings(_Group):
     url: AnyHttpUrl | None = Field(default=None, description="Grafana base URL, for links.")
     api_token: SecretStr | None = Field(default=None, description="Token for annotations.")
-    dashboard_uid: str = Field(default="pdscaler", description="UID of the dashboard.")
+    dashboard_uid: str = Field(
+        default="pdscaler",
+        pattern=r"^[A-Za-z0-9_-]{1,40}$",
+        description="UID of the dashboard (the generated one's is pdscaler).",
+    )
+    link_window: Duration = Field(
+        default=timedelta(minutes=15),
+        description="A decision's dashboard link shows this long before and after it.",
+    )
+
+    @field_validator("link_window")
+    @classmethod
+    def _sane_window(cls, window: timedelta) -> timedelta:
+        if not timedelta(seconds=10) <= window <= timedelta(days=7):
+            raise ValueError("must be between 10 seconds and 7 days")
+        return window
 
 
 class LogLevel(StrEnum):

@@ -22,12 +22,14 @@ from pdscaler.domain.policy import EnginePreset, Policy, Role
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
 from pdscaler.forecast.registry import forecaster_for
+from pdscaler.grafana.links import DashboardLinks
 from pdscaler.metrics.connect import prometheus_source
 from pdscaler.metrics.prometheus import PrometheusSource
 from pdscaler.profiles import DEFAULT_PROFILE, ProfileError, load_profile
 from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
+from pdscaler.store.forecasts import ForecastModelStore
 from pdscaler.store.policies import PolicyStore
 
 
@@ -78,6 +80,7 @@ def build_controller(
     decisions: DecisionStore,
     clock: Clock,
     backends: Backends,
+    forecast_models: ForecastModelStore | None = None,
 ) -> Controller:
     config = ControllerConfig(
         interval=settings.loop.interval,
@@ -86,7 +89,10 @@ def build_controller(
         namespaces=frozenset(settings.loop.namespaces),
         profile_for=_profile,
         forecaster_for=lambda spec: forecaster_for(
-            spec.model, quantile=spec.quantile, step_s=settings.loop.interval.total_seconds()
+            spec.model,
+            quantile=spec.quantile,
+            step_s=settings.loop.interval.total_seconds(),
+            upper=True,
         ),
     )
     return Controller(
@@ -98,6 +104,9 @@ def build_controller(
         clock=clock,
         config=config,
         leadership=backends.leadership,
+        # forecasts train on the metrics history where the source keeps one (Prometheus)
+        history_source=backends.metrics if isinstance(backends.metrics, PrometheusSource) else None,
+        forecast_models=forecast_models,
     )
 
 
@@ -117,7 +126,9 @@ def build_runtime(
     source = None
     if settings.loop.enabled:
         backends = backends or build_backends(settings, clock)
-        controller = build_controller(settings, policies, decisions, clock, backends)
+        controller = build_controller(
+            settings, policies, decisions, clock, backends, ForecastModelStore(db)
+        )
         loop = Loop(
             controller,
             settings.loop.interval,
@@ -130,7 +141,12 @@ def build_runtime(
         if isinstance(backends.metrics, PrometheusSource):
             source = backends.metrics
     services = build_services(settings, db, clock, policies, decisions, loop, source)
-    return Runtime(create_app(services, max_body_bytes=settings.api.max_body_bytes), loop)
+    app = create_app(services, max_body_bytes=settings.api.max_body_bytes)
+    if settings.grafana.url is not None:  # decisions link to the dashboard around them
+        app.state.dashboard_links = DashboardLinks(
+            str(settings.grafana.url), settings.grafana.dashboard_uid, settings.grafana.link_window
+        )
+    return Runtime(app, loop)
 
 
 def build_app(settings: Settings, db: Database, clock: Clock | None = None) -> FastAPI:

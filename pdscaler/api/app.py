@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from pdscaler import __version__
-from pdscaler.api import decisions, errors, explain, health, policies
+from pdscaler.api import decisions, errors, explain, forecasts, health, policies
 from pdscaler.api.body import BodyLimit
 from pdscaler.api.context import Services
 from pdscaler.domain.policy import Policy
@@ -25,6 +25,7 @@ def create_app(services: Services, *, max_body_bytes: int) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.include_router(health.router)
     app.include_router(policies.router)
+    app.include_router(forecasts.router)
     app.include_router(explain.router)
     app.include_router(decisions.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from pdscaler.api.context import Svc, Viewer
@@ -19,6 +19,7 @@ from pdscaler.api.schemas import DecisionOut, DecisionPage, ErrorOut
 from pdscaler.domain.decision import Action, DecisionStatus
 from pdscaler.domain.errors import FieldError, InvalidInput
 from pdscaler.domain.policy import DNS_LABEL, Role
+from pdscaler.grafana.links import DashboardLinks
 from pdscaler.store.decisions import DecisionFilter, DecisionText
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -48,11 +49,24 @@ def decision_filter(
 Filter = Annotated[DecisionFilter, Depends(decision_filter)]
 
 
+def dashboard_links(request: Request) -> DashboardLinks | None:
+    """Links to the Grafana dashboard; None unless Grafana is configured.
+
+    Set by wiring as ``app.state.dashboard_links`` from the Grafana settings.
+    """
+    links: DashboardLinks | None = getattr(request.app.state, "dashboard_links", None)
+    return links
+
+
+Links = Annotated[DashboardLinks | None, Depends(dashboard_links)]
+
+
 @router.get("", response_model=DecisionPage)
 def list_decisions(
     svc: Svc,
     _: Viewer,
     where: Filter,
+    links: Links,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
@@ -60,7 +74,7 @@ def list_decisions(
     after = svc.cursors.decode(cursor) if cursor is not None else None
     page, next_position = svc.decisions.page_text(where, limit=limit, after=after)
     body = {
-        "items": [document(d) for d in page],
+        "items": [document(d, links) for d in page],
         "nextCursor": svc.cursors.encode(next_position) if next_position else None,
     }
     return Response(orjson.dumps(body, option=JSON_OPTIONS), media_type="application/json")
@@ -77,32 +91,34 @@ class ExportFormat(StrEnum):
     responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
 )
 def export_decisions(
-    svc: Svc, _: Viewer, where: Filter, format: ExportFormat = ExportFormat.JSONL
+    svc: Svc, _: Viewer, where: Filter, links: Links, format: ExportFormat = ExportFormat.JSONL
 ) -> StreamingResponse:
     """Every matching decision, newest first, as CSV or JSON lines."""
     rows = svc.decisions.scan_text(where)
     if format is ExportFormat.CSV:
         return StreamingResponse(_csv_lines(rows), media_type="text/csv")
-    return StreamingResponse(_json_lines(rows), media_type="application/x-ndjson")
+    return StreamingResponse(_json_lines(rows, links), media_type="application/x-ndjson")
 
 
 @router.get("/{decision_id}", response_model=DecisionOut)
 def get_decision(
-    decision_id: Annotated[int, Path(ge=1, le=2**63 - 1)], svc: Svc, _: Viewer
+    decision_id: Annotated[int, Path(ge=1, le=2**63 - 1)], svc: Svc, _: Viewer, links: Links
 ) -> Response:
-    body = orjson.dumps(document(svc.decisions.get_text(decision_id)), option=JSON_OPTIONS)
+    decision = svc.decisions.get_text(decision_id)
+    body = orjson.dumps(document(decision, links), option=JSON_OPTIONS)
     return Response(body, media_type="application/json")
 
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
 
 
-def document(d: DecisionText) -> dict[str, Any]:
+def document(d: DecisionText, links: DashboardLinks | None = None) -> dict[str, Any]:
     """A decision as the API serves it (the ``DecisionOut`` schema).
 
     Built by hand rather than through the schema, and with the stored JSON of steps,
     signals and forecast passed through as is: the list route serves pages at the rate
-    Grafana and operators page through a million rows.
+    Grafana and operators page through a million rows. ``grafanaUrl`` is null unless
+    Grafana is configured.
     """
     return {
         "id": d.id,
@@ -133,7 +149,15 @@ def document(d: DecisionText) -> dict[str, Any]:
         "resourceVersionRead": d.resource_version_read,
         "resourceVersionWritten": d.resource_version_written,
         "leaderIdentity": d.leader_identity,
+        "grafanaUrl": None if links is None else grafana_url(d, links),
     }
+
+
+def grafana_url(d: DecisionText, links: DashboardLinks) -> str:
+    """The dashboard around the decision, with its namespace, policy and role selected."""
+    return links.decision_url(
+        decided_at=d.decided_at, namespace=d.policy_namespace, policy=d.policy_name, role=d.role
+    )
 
 
 CSV_COLUMNS = (
@@ -194,9 +218,9 @@ def _csv_lines(rows: Iterator[DecisionText]) -> Iterator[str]:
     yield buffer.getvalue()
 
 
-def _json_lines(rows: Iterator[DecisionText]) -> Iterator[bytes]:
+def _json_lines(rows: Iterator[DecisionText], links: DashboardLinks | None) -> Iterator[bytes]:
     for d in rows:
-        yield orjson.dumps(document(d), option=JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
+        yield orjson.dumps(document(d, links), option=JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
 
 
 def _utc(at: datetime | None) -> datetime | None:

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from pdscaler.api.context import Svc, Viewer
+from pdscaler.api.decisions import Links
 from pdscaler.api.schemas import ErrorOut, ExplainOut, PoolExplainOut, StepOut
 from pdscaler.domain.explain import explain
 from pdscaler.domain.policy import DNS_LABEL, Role
@@ -21,7 +22,7 @@ Label = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 
 
 @router.get("/{namespace}/{name}/explain", response_model=ExplainOut)
-def explain_policy(namespace: Label, name: Label, svc: Svc, _: Viewer) -> ExplainOut:
+def explain_policy(namespace: Label, name: Label, svc: Svc, links: Links, _: Viewer) -> ExplainOut:
     """The last decision for each pool: signals, the raw recommendation, each clamp, final."""
     stored = svc.policies.get(namespace, name)
     pools = []
@@ -45,6 +46,14 @@ def explain_policy(namespace: Label, name: Label, svc: Svc, _: Viewer) -> Explai
                     for s in decision.record.steps
                 ],
                 text="\n".join(explain(decision.record, decision.id)),
+                grafana_url=None
+                if links is None
+                else links.decision_url(
+                    decided_at=decision.record.decided_at,
+                    namespace=namespace,
+                    policy=name,
+                    role=role.value,
+                ),
             )
         )
     return ExplainOut(namespace=namespace, name=name, version=stored.version, pools=pools)

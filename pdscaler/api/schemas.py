@@ -178,6 +178,11 @@ class DecisionOut(Schema):
     resource_version_read: str | None
     resource_version_written: str | None
     leader_identity: str | None
+    grafana_url: str | None = Field(
+        default=None,
+        description="The Grafana dashboard at a window around this decision, with its "
+        "namespace, policy and role selected; null unless Grafana is configured.",
+    )
 
 
 class DecisionPage(Schema):
@@ -194,6 +199,9 @@ class PoolExplainOut(Schema):
     desired_replicas: int | None
     steps: list[StepOut]
     text: str
+    grafana_url: str | None = Field(
+        default=None, description="The decision in the Grafana dashboard (see DecisionOut)."
+    )
 
 
 class ExplainOut(Schema):

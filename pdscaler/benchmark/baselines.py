@@ -199,6 +199,7 @@ def pdscaler_policy(
     queued_tokens_target: int,
     *,
     min_replicas: int = 1,
+    forecast: str = "auto",
 ) -> Policy:
     """pdscaler's default policy for a P/D pair, as the benchmark runs it.
 
@@ -207,7 +208,7 @@ def pdscaler_policy(
     ``queued_tokens_target`` per replica; KV-cache utilisation 0.75), and the latency guard
     (TTFT and ITL at p90 against the SLO, guard margin 0.2). HPA's default ``behavior``;
     ``coldStartSeconds`` is the simulator's cold start, so the forecast horizon is the
-    real one.
+    real one. ``forecast``: the model of ``spec.forecast`` (``none``: reactive only).
     """
 
     def pool(role: Role, metrics: list[dict[str, object]]) -> dict[str, object]:
@@ -228,6 +229,7 @@ def pdscaler_policy(
                 "engine": "vllm",
                 "slo": {"ttftMs": slo.ttft_ms, "itlMs": slo.itl_ms, "guardMargin": 0.2},
                 "coldStartSeconds": round(cold_start_s),
+                "forecast": {"model": forecast},
                 "prefill": pool(Role.PREFILL, [
                     {"type": "QueuedPrefillTokens", "targetPerReplica": queued_tokens_target},
                     {"type": "TTFT", "quantile": 0.9},

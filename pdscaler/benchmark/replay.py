@@ -143,7 +143,7 @@ class PdscalerStep:
             identity="replay",
             profile_for=lambda _ref: profile,
             forecaster_for=lambda spec: forecaster_for(
-                spec.model, quantile=spec.quantile, step_s=step_s
+                spec.model, quantile=spec.quantile, step_s=step_s, upper=True
             ),
         )
         return Controller(

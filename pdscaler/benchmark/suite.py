@@ -43,7 +43,9 @@ from pdscaler.sim.cluster import Cluster, SimConfig
 from pdscaler.sim.traces import Request, load_trace, scale_rate, window
 
 STATIC_PEAK = "static-peak"
-POLICIES = (STATIC_PEAK, "hpa", "keda", "dynamo", "pdscaler")
+# pdscaler as it ships (forecasting, model auto) and reactive only (forecast: none)
+REACTIVE = "pdscaler-reactive"
+POLICIES = (STATIC_PEAK, "hpa", "keda", "dynamo", "pdscaler", REACTIVE)
 # Room above static-peak for policies that react to bursts, the same for every policy.
 MAX_REPLICAS_FACTOR = 4
 # A request not finished this long after the last arrival counts as dropped.
@@ -133,13 +135,14 @@ def build_step(
         return KedaLike(setup.queue_target, decode_threshold, setup.max_replicas), dynamic
     if policy == "dynamo":
         return DynamoLike(profile, setup.slo, setup.max_replicas), dynamic
-    if policy == "pdscaler":
+    if policy in ("pdscaler", REACTIVE):
         document = pdscaler_policy(
             setup.slo,
             setup.max_replicas,
             config.cold_start_s,
             profile_ref,
             setup.queued_tokens_target,
+            forecast="none" if policy == REACTIVE else "auto",
         )
         return PdscalerStep(document, profile, interval_s=INTERVAL_S), dynamic
     raise ValueError(f"unknown policy {policy!r}; use one of {', '.join(POLICIES)}")

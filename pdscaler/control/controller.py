@@ -15,8 +15,20 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pdscaler.control.ports import Actuator, Forecaster, Leadership, MetricsSource
+from pdscaler.control.ports import (
+    Actuator,
+    Forecaster,
+    HistorySource,
+    Leadership,
+    MetricsSource,
+)
 from pdscaler.control.restore import rebuild
+from pdscaler.control.training import (
+    TRAIN_LOOKBACK,
+    changed_models,
+    seed_from_history,
+    warming,
+)
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.decision import DecisionRecord, DecisionStatus, TargetRef
 from pdscaler.domain.errors import Conflict, PdscalerError
@@ -36,12 +48,15 @@ from pdscaler.domain.signals import (
     PoolSignals,
     Quality,
     ScaleState,
+    SeriesKey,
     Signal,
     SignalName,
 )
+from pdscaler.domain.versioning import StoredPolicy
 from pdscaler.engine.decide import PairDecision, PoolDecision, PoolInput, decide
 from pdscaler.engine.history import PoolHistory
 from pdscaler.store.decisions import DecisionStore, Outcome
+from pdscaler.store.forecasts import ForecastModelStore
 from pdscaler.store.policies import PolicyStore
 
 log = logging.getLogger(__name__)
@@ -104,7 +119,12 @@ class Controller:
         clock: Clock,
         config: ControllerConfig,
         leadership: Leadership | None = None,
+        history_source: HistorySource | None = None,
+        forecast_models: ForecastModelStore | None = None,
     ) -> None:
+        """``history_source``: where forecasts are trained from at start-up (None: they
+        learn live only); ``forecast_models``: where what each series was forecast with
+        is recorded after every fit (None: not recorded)."""
         self._policies = policies
         self._decisions = decisions
         self._metrics = metrics
@@ -114,6 +134,9 @@ class Controller:
         self._clock = clock
         self._config = config
         self._leadership = leadership
+        self._history_source = history_source
+        self._forecast_models = forecast_models
+        self._recorded_fits: dict[SeriesKey, object] = {}  # the fit last recorded per series
         self._history: dict[PoolKey, PoolHistory] = {}
         self.last_tick: TickReport | None = None
 
@@ -127,14 +150,18 @@ class Controller:
         )
         return len(self._history)
 
-    def tick(self, now: datetime | None = None) -> TickReport:
-        now = now or self._clock.now()
-        report = TickReport(at=now)
+    def _run_policies(self) -> list[StoredPolicy]:
         policies = self._policies.all()
         if self._config.namespaces:
             policies = [
                 p for p in policies if p.policy.metadata.namespace in self._config.namespaces
             ]
+        return policies
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        now = now or self._clock.now()
+        report = TickReport(at=now)
+        policies = self._run_policies()
         report.policies = len(policies)
         states = {p.policy.key: self._read(p.policy) for p in policies}
         observed = self._observe(
@@ -237,7 +264,13 @@ class Controller:
         for name in FORECAST if forecaster is not None else ():
             assert forecaster is not None
             signal = signals.get(name)
-            if signal.usable(now, self._config.max_sample_age_s) and signal.value is not None:
+            # a pool whose replicas are all still starting serves nothing: its zeros are
+            # not the load offered, and not learned (see control.training)
+            if (
+                signal.usable(now, self._config.max_sample_age_s)
+                and signal.value is not None
+                and not warming(state.ready_replicas, state.pending_replicas)
+            ):
                 forecaster.update((key, name), now, signal.value)
             predicted = forecaster.predict((key, name), now, horizon_s)
             if predicted is not None:
@@ -256,7 +289,41 @@ class Controller:
         fitted = 0
         for forecaster in forecasters.values():
             fitted += forecaster.refit(now, budget_s=budget_s)
+        self._record_forecast_models(now)
         return fitted
+
+    def train_forecasts(self, lookback: timedelta = TRAIN_LOOKBACK) -> int:
+        """Give the forecasters the last ``lookback`` of their signals' history, from the
+        history source (the forecast job does it at start-up). Returns the values taken."""
+        if self._history_source is None:
+            return 0
+        now = self._clock.now()
+        plans = [
+            (p.policy, f)
+            for p in self._run_policies()
+            if p.policy.spec.mode is not Mode.PAUSED
+            and (f := self._forecaster_for(p.policy.spec.forecast)) is not None
+        ]
+        if not plans:
+            return 0
+        start = now - lookback
+        return seed_from_history(self._history_source, plans, FORECAST, start, now,
+                                 step=self._config.interval,
+                                 warming_ticks=self._decisions.warming(start))  # fmt: skip
+
+    def _record_forecast_models(self, now: datetime) -> None:
+        """Record the model of each series whose fit (or choice) changed since last time."""
+        if self._forecast_models is None:
+            return
+        plans = [(p.policy, f) for p in self._run_policies()
+                 if (f := self._forecaster_for(p.policy.spec.forecast)) is not None]  # fmt: skip
+        records = changed_models(plans, FORECAST, self._recorded_fits, now)
+        try:
+            self._forecast_models.record(records)
+        except PdscalerError as e:  # recorded at the next fit
+            log.warning("recording forecast models failed: %s", e)
+            for record in records:
+                self._recorded_fits.pop((record.pool, SignalName(record.signal)), None)
 
     def _forecaster_for(self, spec: ForecastSpec) -> Forecaster | None:
         """The policy's forecaster: one per model and quantile, shared by the policies that
@@ -291,25 +358,32 @@ class Controller:
             raw_recommendation=decision.recommendation,
             steps=decision.steps,
             signals=inputs.signals.audit(),
-            forecast=self._forecast_audit(policy, role, inputs),
+            forecast=self._forecast_audit(policy, role, inputs, decision),
             status=DecisionStatus.PENDING if act else DecisionStatus.SKIPPED,
             resource_version=state.resource_version,
         )
         return _Planned(policy, version, role, record, decision, state, act)
 
     def _forecast_audit(
-        self, policy: Policy, role: Role, inputs: PoolInput
+        self, policy: Policy, role: Role, inputs: PoolInput, decision: PoolDecision
     ) -> dict[str, Any] | None:
-        """The forecast values at the horizon, and how the arrival rate's was made."""
+        """The forecast values at the horizon, how the arrival rate's was made, and the
+        capacity model's replicas for the load now and for the forecast: which one won."""
         if not inputs.forecast:
             return None
         forecaster = self._forecaster_for(policy.spec.forecast)
         horizon_s = policy.spec.cold_start_seconds + self._config.interval.total_seconds()
         about = dict(forecaster.describe((_key(policy, role), SignalName.ARRIVAL_RATE))
                      if forecaster else {})  # fmt: skip
-        return {**{k.value: v for k, v in inputs.forecast.items()},
-                "model": about.pop("model", None), "horizonS": horizon_s,
-                "fallback": about.get("fallback"), "recentMae": about.get("recentMae")}  # fmt: skip
+        audit = {**{k.value: v for k, v in inputs.forecast.items()},
+                 "model": about.pop("model", None), "horizonS": horizon_s,
+                 "fallback": about.get("fallback"),
+                 "recentMae": about.get("recentMae")}  # fmt: skip
+        if decision.floor is not None:
+            audit["reactiveReplicas"] = round(decision.floor.reactive, 3)
+            audit["floorReplicas"] = round(decision.floor.predictive, 3)
+            audit["won"] = "forecast" if decision.forecast_won else "reactive"
+        return audit
 
     def _about(
         self, policy: Policy, version: int, role: Role, tick_id: str, now: datetime

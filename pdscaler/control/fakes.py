@@ -8,7 +8,7 @@ from datetime import datetime
 
 from pdscaler.domain.errors import Conflict, NotFound, PdscalerError
 from pdscaler.domain.policy import ScaleTargetRef
-from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState
+from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState, SignalName
 
 
 class FakeMetricsSource:
@@ -31,6 +31,32 @@ class FakeMetricsSource:
 
     def pod_load(self, pool: PoolQuery, now: datetime) -> Mapping[str, float]:
         return self.loads.get(pool.key, {})
+
+
+class FakeHistorySource:
+    """Serves the history a test sets, per pool and signal, between the times asked; can
+    be told to fail. Records each query (signal, start, end, step)."""
+
+    def __init__(self) -> None:
+        self.series: dict[tuple[PoolKey, SignalName], list[tuple[datetime, float]]] = {}
+        self.failure: Exception | None = None
+        self.queries: list[tuple[SignalName, datetime, datetime, int]] = []
+
+    def history(
+        self,
+        pools: Sequence[PoolQuery],
+        signal: SignalName,
+        start: datetime,
+        end: datetime,
+        step_s: int = 60,
+    ) -> Mapping[PoolKey, Sequence[tuple[datetime, float]]]:
+        self.queries.append((signal, start, end, step_s))
+        if self.failure is not None:
+            raise self.failure
+        return {
+            q.key: [(at, v) for at, v in self.series.get((q.key, signal), []) if start <= at <= end]
+            for q in pools
+        }
 
 
 @dataclass

@@ -7,13 +7,20 @@ structurally.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
 from pdscaler.domain.leader import LeaderStatus
 from pdscaler.domain.policy import ScaleTargetRef
-from pdscaler.domain.signals import PoolKey, PoolQuery, PoolSignals, ScaleState, SeriesKey
+from pdscaler.domain.signals import (
+    PoolKey,
+    PoolQuery,
+    PoolSignals,
+    ScaleState,
+    SeriesKey,
+    SignalName,
+)
 
 
 class MetricsSource(Protocol):
@@ -73,9 +80,28 @@ class Leadership(Protocol):
         ...
 
 
+class HistorySource(Protocol):
+    def history(
+        self,
+        pools: Sequence[PoolQuery],
+        signal: SignalName,
+        start: datetime,
+        end: datetime,
+        step_s: int = 60,
+    ) -> Mapping[PoolKey, Sequence[tuple[datetime, float]]]:
+        """The past of one signal for every pool, one value per ``step_s`` where known
+        (range queries), oldest first; NaN and Inf left out."""
+        ...
+
+
 class Forecaster(Protocol):
     def update(self, key: SeriesKey, at: datetime, value: float) -> None:
         """Learn one observed value."""
+        ...
+
+    def seed(self, key: SeriesKey, points: Iterable[tuple[datetime, float]]) -> int:
+        """Learn a stretch of the past (read from the history at start-up); values already
+        learned live stay. Returns how many were taken."""
         ...
 
     def predict(self, key: SeriesKey, at: datetime, horizon_s: float) -> float | None:

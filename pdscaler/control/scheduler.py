@@ -23,6 +23,7 @@ from pdscaler.domain.clock import Clock
 
 log = logging.getLogger(__name__)
 
+FORECAST_TRAIN_EVERY_S = 1800.0  # how often forecasters are given the metrics history
 FORECAST_REFIT_EVERY_S = 30.0  # how often the forecast job looks for series due a fit
 FORECAST_BUDGET_S = 10.0  # the most one run of it fits for; the rest wait for the next
 
@@ -77,7 +78,18 @@ class Loop:
                 next_run_time=self._clock.now(),
             )
         self._started_at = self._clock.now()
-        # Forecast models are fitted beside the tick, never in it: a tick only predicts.
+        # Forecast models are trained and fitted beside the tick, never in it: a tick only
+        # predicts. The history is read at start-up, then every half hour (a replica that
+        # stood by has learned nothing live).
+        self._scheduler.add_job(
+            self.train_forecasts,
+            "interval",
+            seconds=FORECAST_TRAIN_EVERY_S / self._pace,
+            max_instances=1,
+            coalesce=True,
+            id="train",
+            next_run_time=self._clock.now(),
+        )
         self._scheduler.add_job(
             self.refit_forecasts,
             "interval",
@@ -107,6 +119,17 @@ class Loop:
     def run_once(self) -> None:
         """The job's body: one tick; an exception is logged and the loop goes on."""
         self._run()
+
+    def train_forecasts(self) -> None:
+        """The training job's body: the forecasters learn the metrics history; a failure
+        is logged and the loop goes on."""
+        try:
+            taken = self._controller.train_forecasts()
+        except Exception:  # no history: forecasts learn live, as without it
+            log.exception("training forecasts from history failed")
+            return
+        if taken:
+            log.info("forecasts: learned %d values of history", taken)
 
     def refit_forecasts(self) -> None:
         """The forecast job's body; a failure is logged and the loop goes on."""

@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 
 from pdscaler.domain.policy import ForecastModel, Role
 from pdscaler.domain.signals import PoolKey, SignalName
+from pdscaler.forecast.auto import AutoForecaster
 from pdscaler.forecast.online import OnlineForecaster
 from pdscaler.forecast.registry import AnyForecaster, forecaster_for
 from pdscaler.forecast.series import FloatArray
@@ -84,7 +85,7 @@ def replay(
 ) -> Replay:
     """Feed ``values`` to ``forecaster`` one step at a time and ask for a forecast at each.
     Due refits run before the step's forecast, as if a scheduler off the tick kept up."""
-    online = forecaster if isinstance(forecaster, OnlineForecaster) else None
+    online = forecaster if isinstance(forecaster, OnlineForecaster | AutoForecaster) else None
     result = Replay(np.full(len(values), np.nan), [None] * len(values), 0.0)
     fits = 0
     for i, value in enumerate(values.tolist()):

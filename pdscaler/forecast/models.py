@@ -11,6 +11,12 @@ learns (what it learns ends in ``_``), and ``get_params``/``set_params``/``clone
   after the last point: of the series given to ``fit``, or of ``times``/``values`` when
   given, a later stretch of the same series. It never learns: the learned state is
   only applied to the newer values. The forecast is never below zero.
+- ``predict_path(horizon_steps, times, values)`` gives, in one pass, the forecast
+  ``predict`` would make at each step of a later stretch (from the fit's last step on),
+  each reading only the values up to its step: what a rolling-origin backtest needs
+  between two fits, without a call per step.
+- ``learned()`` sums up what the fit learned, small and JSON-ready, for the audit
+  (empty before a fit).
 
 The regression models forecast **directly**: a row's target is the value
 ``horizon_steps`` steps after its origin, so one fitted model serves one horizon, and
@@ -110,6 +116,33 @@ class Holt(BaseEstimator):  # type: ignore[misc]
                 trend = b * (level - previous) + (1 - b) * phi * trend
         return max(0.0, level + self._ahead(horizon_steps) * trend)
 
+    def predict_path(self, horizon_steps: int, times: ArrayLike, values: ArrayLike) -> FloatArray:
+        """The forecast ``predict`` would give at each step of ``times``/``values`` (a
+        later stretch of the fitted series), from the fit's last step on; NaN before it.
+        Aligned with ``clean(times, values)``."""
+        t, v = clean(times, values, self.step_s)
+        path = np.full(len(v), np.nan)
+        ahead, half = self._ahead(horizon_steps), self.step_s / 2
+        a, b, phi = self.alpha_, self.beta_, self.damping
+        level, trend = self.level_, self.trend_
+        if len(t) and t[0] > self.end_ + half:
+            raise ShortHistory("the series was cut by a gap since the fit")
+        path[np.abs(t - self.end_) <= half] = max(0.0, level + ahead * trend)
+        after = np.flatnonzero(t > self.end_ + half)
+        for i, value in zip(after.tolist(), v[after].tolist(), strict=True):
+            previous = level
+            level = a * value + (1 - a) * (level + phi * trend)
+            trend = b * (level - previous) + (1 - b) * phi * trend
+            path[i] = max(0.0, level + ahead * trend)
+        return path
+
+    def learned(self) -> dict[str, float]:
+        """The smoothing chosen and the state at the fit's last step."""
+        if not hasattr(self, "level_"):
+            return {}
+        return {"alpha": self.alpha_, "beta": self.beta_, "level": float(self.level_),
+                "trend": float(self.trend_)}  # fmt: skip
+
     def _ahead(self, horizon_steps: int) -> float:
         """How many trends the forecast ``horizon_steps`` ahead adds to the level."""
         phi = self.damping
@@ -196,6 +229,32 @@ class _DirectModel(BaseEstimator):  # type: ignore[misc]
         predicted = self.regressor_.predict(x) + self._target_base(x)
         return max(0.0, float(predicted[-1]) * self.scale_)
 
+    def predict_path(self, horizon_steps: int, times: ArrayLike, values: ArrayLike) -> FloatArray:
+        """The forecast ``predict`` would give at each step of ``times``/``values`` (a
+        later stretch of the fitted series), from the fit's last step on; NaN before it
+        and where the features lack context. Aligned with ``clean(times, values)``."""
+        if horizon_steps != self.horizon_steps_:
+            raise HorizonNotFitted(
+                f"fitted for {self.horizon_steps_} steps ahead, asked for {horizon_steps}"
+            )
+        t, v = clean(times, values, self.step_s)
+        path = np.full(len(v), np.nan)
+        context = context_steps(self.lags, self.windows)
+        if len(v) < context:
+            return path
+        x = self._features(t, v / self.scale_)  # row j: the origin at index j + context - 1
+        predicted = (self.regressor_.predict(x) + self._target_base(x)) * self.scale_
+        path[context - 1 :] = np.maximum(predicted, 0.0)
+        path[t < self.tail_[0][-1] - self.step_s / 2] = np.nan
+        return path
+
+    def learned(self) -> dict[str, float | int]:
+        """The horizon fitted, the scale the values were divided by, the features read."""
+        if not hasattr(self, "regressor_"):
+            return {}
+        return {"horizonSteps": self.horizon_steps_, "scale": float(self.scale_),
+                "features": int(self.regressor_.n_features_in_)}  # fmt: skip
+
     def _features(self, t: FloatArray, v: FloatArray) -> FloatArray:
         return features(t, v, lags=self.lags, windows=self.windows, calendar=self.calendar)
 
@@ -222,6 +281,13 @@ class RidgeLags(_DirectModel):
 
     def _regressor(self) -> Any:
         return Ridge(alpha=self.alpha)
+
+    def learned(self) -> dict[str, float | int]:
+        summary = super().learned()
+        if summary:
+            summary["coefficients"] = int(self.regressor_.coef_.size)
+            summary["intercept"] = float(self.regressor_.intercept_)
+        return summary
 
 
 class QuantileGbr(_DirectModel):
@@ -269,6 +335,12 @@ class QuantileGbr(_DirectModel):
             early_stopping=False,
             random_state=self.random_state,
         )
+
+    def learned(self) -> dict[str, float | int]:
+        summary = super().learned()
+        if summary:
+            summary["iterations"] = int(self.regressor_.n_iter_)
+        return summary
 
     def _target_base(self, rows: FloatArray) -> FloatArray:
         # the first window's mean sits right after the lags (see series.features)

@@ -18,8 +18,15 @@ another horizon.
 - ``fitFailed``: the last fit raised; it is tried again ``refit_every_s`` later;
 - ``predictFailed``: the model raised, or answered NaN or Inf.
 
-``describe(key)`` gives the audit: the model, whether and why the last forecast fell
-back, the fit's age and time, and the recent error against what came.
+With ``upper``, the forecast is the policy's upper ``quantile``, not the point one: the point
+forecast (the model's, or the fallback's last value) plus the ``quantile``-th of the
+residuals (value - point forecast) of the last forecasts that came due, when positive.
+That is split conformal prediction on a sliding window: it calibrates any point model,
+and for the quantile model (already at the quantile) it corrects a biased fit.
+
+``describe(key)`` gives the audit: the model and its parameters, whether and why the
+last forecast fell back, the fit's age and time, the recent error against what came (of
+the point forecast; the pinball loss of the upper one) and the upper shift.
 
 The tick (``update``, ``predict``) and the fits (``refit``) may run on different threads:
 the state is behind one lock, and a fit runs outside it, on a copy of the history.
@@ -36,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import pairwise
 from typing import Any, Protocol, Self
 
 import numpy as np
@@ -57,6 +65,12 @@ class SeriesModel(Protocol):
     ) -> float: ...
 
 
+# The upper quantile: the residuals of the last RESIDUALS_KEPT forecasts that came due, once
+# there are RESIDUALS_NEEDED (10 and 1 minutes at a 5 s step).
+RESIDUALS_KEPT = 120
+RESIDUALS_NEEDED = 12
+
+
 class FallbackReason(StrEnum):
     NO_HISTORY = "noHistory"
     SHORT_HISTORY = "shortHistory"
@@ -71,6 +85,7 @@ class _Fit:
     horizon_steps: int
     at_s: float
     seconds: float
+    params: dict[str, Any] = field(default_factory=dict)  # see model_params
 
 
 @dataclass
@@ -85,8 +100,12 @@ class _Series:
     failed_at_s: float | None = None
     seen_s: float = -math.inf  # the last update or predict
     fallback: FallbackReason | None = None
-    # forecasts waiting for their value: (due at, forecast, the value when forecast)
-    pending: deque[tuple[float, float, float]] = field(default_factory=deque)
+    # forecasts waiting for their value: (due at, point forecast, the value when forecast,
+    # upper forecast)
+    pending: deque[tuple[float, float, float, float]] = field(default_factory=deque)
+    # value - point forecast, per forecast that came due: for the upper quantile
+    residuals: deque[float] = field(default_factory=lambda: deque(maxlen=RESIDUALS_KEPT))
+    shift: float = 0.0  # the quantile of the residuals, when there are enough of them
     # per forecast that came due: (|error|, pinball loss, |error| of the last value)
     scored: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=120))
 
@@ -103,6 +122,7 @@ class OnlineForecaster:
         quantile: float = 0.9,
         history_s: float = 2 * 3600.0,
         timer: Callable[[], float] = time.perf_counter,
+        upper: bool = False,
     ) -> None:
         """``model_factory`` makes an unfitted model (one per series and fit); ``name``
         labels it in the audit; ``quantile`` is the one the recent pinball loss is scored
@@ -121,7 +141,9 @@ class OnlineForecaster:
         # cleaning rule does not fill (see series.clean)
         self._cut_after_s = (math.floor(FILL_S / step_s + 1e-9) + 1.5) * step_s
         self._timer = timer
+        self._upper = upper
         self._series: dict[SeriesKey, _Series] = {}
+        self._init_params: dict[str, Any] | None = None  # an unfitted model's, made once
         self._lock = threading.Lock()
 
     # -- the tick ----------------------------------------------------------------------
@@ -143,6 +165,33 @@ class OnlineForecaster:
             if not points or at_s - points[-1][0] > self._cut_after_s:
                 series.run_start_s = at_s  # a gap longer than the cleaning rule fills
             points.append((at_s, value))
+
+    def seed(self, key: SeriesKey, points: Iterable[tuple[datetime, float]]) -> int:
+        """Learn a stretch of the past at once (the history read from Prometheus at
+        start-up), by ``update``'s cleaning rule; where a time was already learned live,
+        the live value stays. Returns how many values were taken."""
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = self._new_series()
+            known = {t for t, _ in series.points}
+            past = [(at.timestamp(), v) for at, v in points if math.isfinite(v) and v >= 0]
+            taken = [(t, v) for t, v in past if t not in known]
+            if not taken:
+                return 0
+            merged = sorted([*series.points, *taken])
+            series.points = deque(merged, maxlen=self._max_points)
+            series.seen_s = max(series.seen_s, series.points[-1][0])
+            # the current contiguous stretch: back from the newest value to the first gap
+            # longer than the cleaning rule fills
+            times = [t for t, _ in series.points]
+            start = times[-1]
+            for later, earlier in pairwise(reversed(times)):
+                if later - earlier > self._cut_after_s:
+                    break
+                start = earlier
+            series.run_start_s = start
+            return len(taken)
 
     def predict(self, key: SeriesKey, at: datetime, horizon_s: float) -> float | None:
         with self._lock:
@@ -166,8 +215,9 @@ class OnlineForecaster:
                 predicted = last
             else:
                 series.fallback = None
-            forecast = max(0.0, predicted)
-            series.pending.append((at_s + horizon_s, forecast, last))
+            point = max(0.0, predicted)
+            forecast = point + series.shift
+            series.pending.append((at_s + horizon_s, point, last, forecast))
             return forecast
 
     def _model_forecast(
@@ -251,22 +301,43 @@ class OnlineForecaster:
                     FallbackReason.SHORT_HISTORY if short else FallbackReason.FIT_FAILED
                 )
             return
-        fit = _Fit(model, horizon_steps, now_s, self._timer() - started)
+        fit = _Fit(model, horizon_steps, now_s, self._timer() - started, model_params(model))
         with self._lock:
             series.fit, series.fit_error, series.failed_at_s = fit, None, None
+
+    def expect(self, key: SeriesKey, horizon_s: float) -> None:
+        """Set the horizon ``key`` will be forecast at, as ``predict`` does, but without
+        forecasting: a ``refit`` of ``key`` can then fit the model before the first
+        ``predict`` asks (for a forecaster that takes a series over from another)."""
+        with self._lock:
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = self._new_series()
+            series.horizon_steps = max(1, round(horizon_s / self._step_s))
+
+    def history(self, key: SeriesKey) -> tuple[np.ndarray, np.ndarray]:
+        """A copy of the good values kept for ``key``: ``(times, values)``, times in seconds
+        since the epoch, ascending; not cleaned (``series.clean`` fills and cuts gaps)."""
+        with self._lock:
+            series = self._series.get(key)
+            return _arrays(series.points if series is not None else ())
 
     # -- audit -----------------------------------------------------------------------------
 
     def describe(self, key: SeriesKey) -> dict[str, Any]:
         """The state of one series' forecast, for the audit (JSON-ready): ``fallback`` is
         why the last forecast was the last value (None: the model's), ``recent*`` score
-        the last forecasts that came due, the model's and the last value's."""
+        the last forecasts that came due, the model's and the last value's; ``params``
+        are the fitted model's (see :func:`model_params`), or an unfitted one's."""
         with self._lock:
             series = self._series.get(key) or self._new_series()
             fit, scored = series.fit, list(series.scored)
             errors = np.array(scored).reshape(-1, 3)
+            if fit is None and self._init_params is None:
+                self._init_params = model_params(self.model_factory())
             return {
                 "model": self.name,
+                "params": fit.params if fit is not None else self._init_params,
                 "fallback": None if series.fallback is None else series.fallback.value,
                 "horizonS": None if series.horizon_steps is None
                 else series.horizon_steps * self._step_s,
@@ -279,6 +350,7 @@ class OnlineForecaster:
                 "recentMae": float(errors[:, 0].mean()) if scored else None,
                 "recentPinball": float(errors[:, 1].mean()) if scored else None,
                 "lastValueMae": float(errors[:, 2].mean()) if scored else None,
+                "upperShift": series.shift,
             }  # fmt: skip
 
     # -- helpers ---------------------------------------------------------------------------
@@ -305,11 +377,54 @@ class OnlineForecaster:
         """Score the forecasts that came due by ``at_s`` against ``value``."""
         pending, half = series.pending, self._step_s / 2
         while pending and pending[0][0] <= at_s + half:
-            due_s, forecast, last = pending.popleft()
+            due_s, point, last, forecast = pending.popleft()
             if due_s >= at_s - half and math.isfinite(value):  # a missed value scores nothing
                 error = value - forecast
                 pinball = max(self._quantile * error, (self._quantile - 1) * error)
-                series.scored.append((abs(error), pinball, abs(value - last)))
+                series.scored.append((abs(value - point), pinball, abs(value - last)))
+                if self._upper:
+                    series.residuals.append(value - point)
+                    series.shift = self._upper_shift(series.residuals)
+
+    def _upper_shift(self, residuals: deque[float]) -> float:
+        """What lifts a point forecast to the policy's upper quantile: the ``quantile``-th
+        of the recent residuals (value - point forecast), if positive, once there are
+        ``RESIDUALS_NEEDED`` of them (split conformal prediction on a sliding window)."""
+        if len(residuals) < RESIDUALS_NEEDED:
+            return 0.0
+        ordered = sorted(residuals)
+        return max(0.0, ordered[min(len(ordered) - 1, int(self._quantile * len(ordered)))])
+
+
+def model_params(model: object) -> dict[str, Any]:
+    """A model's parameters for the audit, JSON-ready: its ``get_params()`` (scikit-learn's
+    convention: what ``__init__`` took), and once fitted, the small summary of what it
+    learned that its ``learned()`` gives, under ``learned``. Empty for a model that has
+    neither."""
+    get_params = getattr(model, "get_params", None)
+    params = dict(get_params(deep=False)) if callable(get_params) else {}
+    learned = getattr(model, "learned", None)
+    if callable(learned):
+        summary = learned()
+        if summary:
+            params["learned"] = summary
+    return {str(k): _json_ready(v) for k, v in params.items()}
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` as JSON can hold it: tuples as lists, numpy numbers as Python's, NaN and
+    Inf as None, and anything else unknown as its text."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_ready(v) for v in value]
+    return str(value)
 
 
 def _arrays(points: Iterable[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:

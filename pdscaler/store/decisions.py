@@ -24,6 +24,7 @@ from pdscaler.domain.decision import (
 )
 from pdscaler.domain.errors import NotFound
 from pdscaler.domain.policy import Mode, Role
+from pdscaler.domain.signals import PoolKey
 from pdscaler.store.db import Database
 from pdscaler.store.models import DecisionRow, PolicyRow
 
@@ -129,6 +130,8 @@ class HistoryRow:
     current_replicas: int | None
     desired_replicas: int | None
     raw_recommendation: int | None
+    ready_replicas: int | None = None
+    pending_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,8 @@ class DecisionStore:
             DecisionRow.current_replicas,
             DecisionRow.desired_replicas,
             DecisionRow.raw_recommendation,
+            DecisionRow.ready_replicas,
+            DecisionRow.pending_replicas,
         )
         query = (
             select(*columns)
@@ -224,6 +229,27 @@ class DecisionStore:
         with self._db.transaction() as session:
             rows: list[tuple[Any, ...]] = [tuple(row) for row in session.execute(query)]
         return [HistoryRow(*row) for row in rows]
+
+    def warming(self, since: datetime) -> list[tuple[PoolKey, datetime]]:
+        """The ticks since ``since`` at which a pool had replicas on their way and none
+        ready: when it served nothing (see ``control.training``)."""
+        query = (
+            select(
+                DecisionRow.policy_namespace,
+                DecisionRow.policy_name,
+                DecisionRow.role,
+                DecisionRow.decided_at,
+            )
+            .where(
+                DecisionRow.decided_at >= since,
+                DecisionRow.pending_replicas > 0,
+                DecisionRow.ready_replicas == 0,
+            )
+            .order_by(DecisionRow.decided_at)
+        )
+        with self._db.transaction() as session:
+            rows = list(session.execute(query))
+        return [(PoolKey(ns, name, Role(role)), at) for ns, name, role, at in rows]
 
     def finish(
         self,

@@ -136,3 +136,29 @@ class DecisionRow(Base):
     resource_version_written: Mapped[str | None] = mapped_column(String(64), nullable=True)
     leader_identity: Mapped[str | None] = mapped_column(String(253), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
+
+
+class ForecastModelRow(Base):
+    """The model a series was last forecast with: its parameters, fit and scores (the
+    forecaster's ``describe``), so that a restart can say what it used."""
+
+    __tablename__ = "forecast_models"
+    __table_args__ = (
+        UniqueConstraint(
+            "policy_namespace",
+            "policy_name",
+            "role",
+            "signal",
+            name="uq_forecast_models_policy_namespace",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    policy_namespace: Mapped[str] = mapped_column(String(63))
+    policy_name: Mapped[str] = mapped_column(String(63))
+    role: Mapped[str] = mapped_column(String(16))
+    signal: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(32))
+    fitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    description: Mapped[dict[str, Any]] = mapped_column(Json)

@@ -47,6 +47,7 @@ ROUTES = [
     Route("POST", "/v1/policies/{namespace}/{name}/pause", P + "/pause", Role.EDITOR),
     Route("POST", "/v1/policies/{namespace}/{name}/resume", P + "/resume", Role.EDITOR),
     Route("GET", "/v1/policies/{namespace}/{name}/explain", P + "/explain", Role.VIEWER),
+    Route("GET", "/v1/policies/{namespace}/{name}/forecasts", P + "/forecasts", Role.VIEWER),
     Route("GET", "/v1/decisions", "/v1/decisions", Role.VIEWER),
     Route("GET", "/v1/decisions/export", "/v1/decisions/export", Role.VIEWER),
     Route("GET", "/v1/decisions/{decision_id}", "/v1/decisions/1", Role.VIEWER),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from pdscaler.domain.policy import ForecastModel, ForecastSpec, Role, parse_poli
 from pdscaler.domain.reasons import Reason
 from pdscaler.domain.versioning import ChangeKind
 from pdscaler.forecast.baselines import LastValue
+from pdscaler.profiles import DEFAULT_PROFILE, load_profile
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionFilter
 from tests.control.harness import Harness
@@ -483,3 +485,43 @@ def test_forecasts_are_fitted_beside_the_tick_and_their_model_audited(
     assert forecaster.refits == 1  # the ticks themselves never fit
     audit = h.last(P).record.forecast or {}
     assert (audit["model"], audit["horizonS"], audit["arrivalRate"]) == ("lastValue", 105.0, 10)
+
+
+class FixedForecaster(LastValue):
+    """Forecasts ``factor`` times the last value of every series."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def predict(self, key: Any, at: datetime, horizon_s: float) -> float | None:
+        last = super().predict(key, at, horizon_s)
+        return None if last is None else last * self.factor
+
+
+@pytest.mark.parametrize(("factor", "won"), [(4.0, "forecast"), (1.0, "reactive")])
+def test_the_decision_row_carries_both_numbers_and_which_one_won(
+    db: Database, clock: FakeClock, factor: float, won: str
+) -> None:
+    h = Harness(db, clock)
+    capacity = {"type": "Capacity", "profile": DEFAULT_PROFILE}
+    h.add_policy({"spec": {"slo": {"ttftMs": 300, "itlMs": 25},
+                           "prefill": {"maxReplicas": 64, "metrics": [capacity]}}})  # fmt: skip
+    profile = load_profile(DEFAULT_PROFILE)
+    h.controller = Controller(
+        policies=h.policies, decisions=h.decisions, metrics=h.metrics, actuator=h.actuator,
+        forecaster=FixedForecaster(factor), clock=clock,
+        config=ControllerConfig(interval=timedelta(seconds=15), max_sample_age_s=60,
+                                profile_for=lambda _ref: profile),
+    )  # fmt: skip
+    h.observe(P, arrivalRate=40, meanInputLength=2000, queuedPrefillTokens=0)
+    h.observe(D, kvCacheUtilization=0.5)
+
+    h.tick()
+
+    audit = h.last(P).record.forecast or {}  # read back from the decision log
+    assert audit["won"] == won
+    assert audit["arrivalRate"] == 40 * factor
+    assert (audit["floorReplicas"] > audit["reactiveReplicas"]) is (won == "forecast")
+    recommend = h.last(P).record.steps[0]
+    assert (recommend.reason == "ForecastFloor") is (won == "forecast")

@@ -14,6 +14,7 @@ import pytest
 
 from pdscaler.domain.policy import ForecastModel, Role
 from pdscaler.domain.signals import PoolKey, SignalName
+from pdscaler.forecast.auto import AutoForecaster
 from pdscaler.forecast.baselines import LastValue, MovingAverage
 from pdscaler.forecast.models import Holt, QuantileGbr, RidgeLags
 from pdscaler.forecast.online import FallbackReason, OnlineForecaster
@@ -300,7 +301,7 @@ def test_describe_scores_recent_forecasts_against_what_came() -> None:
         (ForecastModel.NONE, type(None), None, None),
         (ForecastModel.LAST_VALUE, LastValue, None, None),
         (ForecastModel.MOVING_AVERAGE, MovingAverage, None, None),
-        (ForecastModel.AUTO, OnlineForecaster, "holt", Holt),
+        (ForecastModel.AUTO, AutoForecaster, None, None),  # see test_auto
         (ForecastModel.HOLT, OnlineForecaster, "holt", Holt),
         (ForecastModel.RIDGE, OnlineForecaster, "ridge", RidgeLags),
         (ForecastModel.QUANTILE_GBR, OnlineForecaster, "quantileGbr", QuantileGbr),
@@ -331,3 +332,32 @@ def test_holt_from_the_registry_forecasts_a_steady_series_at_its_level() -> None
 
     assert forecaster.predict(KEY, at(79), HORIZON_S) == pytest.approx(10.5, abs=0.3)
     assert forecaster.describe(KEY)["fallback"] is None
+
+
+@pytest.mark.parametrize(("upper", "most_above"), [(False, 0.7), (True, 0.15)])
+def test_the_upper_forecast_covers_the_quantile_of_what_comes(
+    upper: bool, most_above: float
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    values = 100 + rng.normal(0, 10, size=720)  # an hour of a level load, with noise
+    forecaster = forecaster_for(ForecastModel.HOLT, quantile=0.9, step_s=STEP_S, upper=upper)
+    assert isinstance(forecaster, OnlineForecaster)
+    horizon = round(HORIZON_S / STEP_S)
+    made: dict[int, float] = {}
+    for i, value in enumerate(values):
+        forecaster.update(KEY, at(i), float(value))
+        if i % 60 == 0:
+            forecaster.refit(at(i))
+        forecast = forecaster.predict(KEY, at(i), HORIZON_S)
+        assert forecast is not None
+        made[i + horizon] = forecast
+
+    scored = [i for i in made if 360 <= i < len(values)]  # the second half: calibrated
+    above = sum(values[i] > made[i] for i in scored) / len(scored)
+    assert above <= most_above
+    shift = forecaster.describe(KEY)["upperShift"]
+    assert (shift > 5) is upper  # about the 0.9 quantile of N(0, 10): 12.8
+    if not upper:
+        assert above >= 0.3  # the point forecast is exceeded about half the time
