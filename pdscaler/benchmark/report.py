@@ -102,7 +102,7 @@ def compare(metrics: Sequence[PolicyMetrics], baseline: str) -> list[PolicyMetri
 
 
 COLUMNS = (
-    ("policy", 12),
+    ("policy", 17),
     ("attain", 7),
     ("GPU-h", 8),
     ("÷LB", 6),
