@@ -168,8 +168,7 @@ def decide_pool(
     _append(steps, consolidate(steps[-1].value, current, floor))
     queued = view.value(SignalName.QUEUED_PREFILL_TOKENS)
     backlog = (now, queued) if queued is not None else None
-    decision = _stabilize_and_limit(spec, role, inputs, steps, now, gate.failures, backlog)
-    return decision if capacity is None else replace(decision, floor=capacity)
+    return _stabilize_and_limit(spec, role, inputs, steps, now, gate.failures, backlog, capacity)
 
 
 LATENCY = frozenset({MetricType.TTFT, MetricType.ITL})
@@ -265,6 +264,7 @@ def _stabilize_and_limit(
     now: datetime,
     failures: int,
     backlog: tuple[datetime, float] | None,
+    capacity: Floor | None,
 ) -> PoolDecision:
     pool = spec.pool(role)
     current = inputs.state.spec_replicas
@@ -303,7 +303,9 @@ def _stabilize_and_limit(
         backlog=backlog,
         panic_until=panic_until,
     )
-    return PoolDecision(role, current, steps[-1].value, recommendation, tuple(steps), history, rate)
+    return PoolDecision(
+        role, current, steps[-1].value, recommendation, tuple(steps), history, rate, capacity
+    )
 
 
 def _panic_until(
@@ -376,7 +378,16 @@ def _extend(decision: PoolDecision, steps: list[Step]) -> PoolDecision:
     if not steps or decision.recommendation is None:
         return decision
     all_steps = decision.steps + tuple(steps)
-    return replace(decision, desired_replicas=all_steps[-1].value, steps=all_steps)
+    return PoolDecision(
+        decision.role,
+        decision.current_replicas,
+        all_steps[-1].value,
+        decision.recommendation,
+        all_steps,
+        decision.history,
+        decision.rate,
+        decision.floor,
+    )
 
 
 def _append(steps: list[Step], step: Step | None) -> None:
