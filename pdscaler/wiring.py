@@ -141,12 +141,7 @@ def build_runtime(
         if isinstance(backends.metrics, PrometheusSource):
             source = backends.metrics
     services = build_services(settings, db, clock, policies, decisions, loop, source)
-    app = create_app(services, max_body_bytes=settings.api.max_body_bytes)
-    if settings.grafana.url is not None:  # decisions link to the dashboard around them
-        app.state.dashboard_links = DashboardLinks(
-            str(settings.grafana.url), settings.grafana.dashboard_uid, settings.grafana.link_window
-        )
-    return Runtime(app, loop)
+    return Runtime(create_app(services, max_body_bytes=settings.api.max_body_bytes), loop)
 
 
 def build_app(settings: Settings, db: Database, clock: Clock | None = None) -> FastAPI:
@@ -207,7 +202,17 @@ def build_services(
         check_policy=check_policy,
         readiness_warnings=warnings,
         policy_warnings=policy_warnings,
+        forecast_models=ForecastModelStore(db),
+        dashboard_links=_dashboard_links(settings),
     )
+
+
+def _dashboard_links(settings: Settings) -> DashboardLinks | None:
+    """Decisions link to the Grafana dashboard around them, when Grafana is configured."""
+    grafana = settings.grafana
+    if grafana.url is None:
+        return None
+    return DashboardLinks(str(grafana.url), grafana.dashboard_uid, grafana.link_window)
 
 
 def _profile_errors(policy: Policy) -> list[FieldError]:

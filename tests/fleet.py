@@ -28,7 +28,6 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal, get_args
 
 from prometheus_client import generate_latest
@@ -40,7 +39,7 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.utils import floatToGoString
 
-from pdscaler.sim.exporter import MetricsEndpoint
+from pdscaler.sim.exporter import MetricsEndpoint, ServesMetrics
 
 Engine = Literal["vllm", "sglang", "dynamo", "dcgm"]
 Kind = Literal["gauge", "counter", "histogram"]
@@ -421,7 +420,7 @@ def _render(family: Metric) -> bytes:
     return lines
 
 
-class FakeFleet:
+class FakeFleet(ServesMetrics):
     """An exporter on 127.0.0.1 serving the series of fake engine pods at `/metrics`."""
 
     def __init__(self) -> None:
@@ -431,30 +430,6 @@ class FakeFleet:
         self._cache: tuple[int, bytes] | None = None
         self._headers: dict[str, bytes] = {}
         self._endpoint = MetricsEndpoint(self._exposition, name="fake-fleet")
-
-    @property
-    def target(self) -> str:
-        """The scrape target, ``127.0.0.1:PORT``."""
-        return self._endpoint.target
-
-    def start(self) -> str:
-        """Serve on a free port; returns the scrape target."""
-        return self._endpoint.start()
-
-    def stop(self) -> None:
-        self._endpoint.stop()
-
-    def __enter__(self) -> FakeFleet:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def add_pod(
         self,

@@ -15,8 +15,10 @@ from pdscaler.config import Role
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.errors import FieldError
 from pdscaler.domain.policy import Policy
+from pdscaler.grafana.links import DashboardLinks
 from pdscaler.store.db import Database
 from pdscaler.store.decisions import DecisionStore
+from pdscaler.store.forecasts import ForecastModelStore
 from pdscaler.store.policies import PolicyStore
 
 
@@ -25,6 +27,7 @@ class Services:
     db: Database
     policies: PolicyStore
     decisions: DecisionStore
+    forecast_models: ForecastModelStore
     tokens: TokenRegistry
     cursors: CursorCodec
     clock: Clock
@@ -36,6 +39,8 @@ class Services:
     readiness_warnings: Callable[[], list[str]] = lambda: []
     # Checks of a valid policy against the outside world (a custom engine's PromQL).
     check_policy: Callable[[Policy], list[FieldError]] = lambda _policy: []
+    # Links from a decision to the Grafana dashboard around it (None: not configured).
+    dashboard_links: DashboardLinks | None = None
 
 
 def services(request: Request) -> Services:

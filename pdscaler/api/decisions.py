@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from pdscaler.api.context import Svc, Viewer
@@ -49,24 +49,11 @@ def decision_filter(
 Filter = Annotated[DecisionFilter, Depends(decision_filter)]
 
 
-def dashboard_links(request: Request) -> DashboardLinks | None:
-    """Links to the Grafana dashboard; None unless Grafana is configured.
-
-    Set by wiring as ``app.state.dashboard_links`` from the Grafana settings.
-    """
-    links: DashboardLinks | None = getattr(request.app.state, "dashboard_links", None)
-    return links
-
-
-Links = Annotated[DashboardLinks | None, Depends(dashboard_links)]
-
-
 @router.get("", response_model=DecisionPage)
 def list_decisions(
     svc: Svc,
     _: Viewer,
     where: Filter,
-    links: Links,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> Response:
@@ -74,7 +61,7 @@ def list_decisions(
     after = svc.cursors.decode(cursor) if cursor is not None else None
     page, next_position = svc.decisions.page_text(where, limit=limit, after=after)
     body = {
-        "items": [document(d, links) for d in page],
+        "items": [document(d, svc.dashboard_links) for d in page],
         "nextCursor": svc.cursors.encode(next_position) if next_position else None,
     }
     return Response(orjson.dumps(body, option=JSON_OPTIONS), media_type="application/json")
@@ -91,21 +78,23 @@ class ExportFormat(StrEnum):
     responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
 )
 def export_decisions(
-    svc: Svc, _: Viewer, where: Filter, links: Links, format: ExportFormat = ExportFormat.JSONL
+    svc: Svc, _: Viewer, where: Filter, format: ExportFormat = ExportFormat.JSONL
 ) -> StreamingResponse:
     """Every matching decision, newest first, as CSV or JSON lines."""
     rows = svc.decisions.scan_text(where)
     if format is ExportFormat.CSV:
         return StreamingResponse(_csv_lines(rows), media_type="text/csv")
-    return StreamingResponse(_json_lines(rows, links), media_type="application/x-ndjson")
+    return StreamingResponse(
+        _json_lines(rows, svc.dashboard_links), media_type="application/x-ndjson"
+    )
 
 
 @router.get("/{decision_id}", response_model=DecisionOut)
 def get_decision(
-    decision_id: Annotated[int, Path(ge=1, le=2**63 - 1)], svc: Svc, _: Viewer, links: Links
+    decision_id: Annotated[int, Path(ge=1, le=2**63 - 1)], svc: Svc, _: Viewer
 ) -> Response:
     decision = svc.decisions.get_text(decision_id)
-    body = orjson.dumps(document(decision, links), option=JSON_OPTIONS)
+    body = orjson.dumps(document(decision, svc.dashboard_links), option=JSON_OPTIONS)
     return Response(body, media_type="application/json")
 
 

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 
 from pdscaler.api.context import Svc, Viewer
-from pdscaler.api.decisions import Links
 from pdscaler.api.schemas import ErrorOut, ExplainOut, PoolExplainOut, StepOut
 from pdscaler.domain.explain import explain
 from pdscaler.domain.policy import DNS_LABEL, Role
@@ -22,9 +21,10 @@ Label = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 
 
 @router.get("/{namespace}/{name}/explain", response_model=ExplainOut)
-def explain_policy(namespace: Label, name: Label, svc: Svc, links: Links, _: Viewer) -> ExplainOut:
+def explain_policy(namespace: Label, name: Label, svc: Svc, _: Viewer) -> ExplainOut:
     """The last decision for each pool: signals, the raw recommendation, each clamp, final."""
     stored = svc.policies.get(namespace, name)
+    links = svc.dashboard_links
     pools = []
     for role in Role:
         page, _next = svc.decisions.page(

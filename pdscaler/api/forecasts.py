@@ -13,7 +13,6 @@ from pydantic.alias_generators import to_camel
 from pdscaler.api.context import Svc, Viewer
 from pdscaler.api.explain import ERRORS
 from pdscaler.api.policies import Name, Namespace
-from pdscaler.store.forecasts import ForecastModelStore
 
 router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=ERRORS)
 
@@ -42,7 +41,7 @@ def list_forecast_models(
     namespace: Namespace, name: Name, svc: Svc, _: Viewer
 ) -> ForecastModelList:
     svc.policies.get(namespace, name)  # 404 for a policy that does not exist
-    records = ForecastModelStore(svc.db).of_policy(namespace, name)
+    records = svc.forecast_models.of_policy(namespace, name)
     return ForecastModelList(
         items=[
             ForecastModelOut(

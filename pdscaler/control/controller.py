@@ -261,15 +261,16 @@ class Controller:
         horizon_s = policy.spec.cold_start_seconds + self._config.interval.total_seconds()
         forecast: dict[SignalName, float] = {}
         forecaster = self._forecaster_for(policy.spec.forecast)
+        # a pool whose replicas are all still starting serves nothing: its zeros are not
+        # the load offered, and not learned (see control.training)
+        learn = not warming(state.ready_replicas, state.pending_replicas)
         for name in FORECAST if forecaster is not None else ():
             assert forecaster is not None
             signal = signals.get(name)
-            # a pool whose replicas are all still starting serves nothing: its zeros are
-            # not the load offered, and not learned (see control.training)
             if (
-                signal.usable(now, self._config.max_sample_age_s)
+                learn
                 and signal.value is not None
-                and not warming(state.ready_replicas, state.pending_replicas)
+                and signal.usable(now, self._config.max_sample_age_s)
             ):
                 forecaster.update((key, name), now, signal.value)
             predicted = forecaster.predict((key, name), now, horizon_s)
@@ -289,7 +290,8 @@ class Controller:
         fitted = 0
         for forecaster in forecasters.values():
             fitted += forecaster.refit(now, budget_s=budget_s)
-        self._record_forecast_models(now)
+        if fitted:  # a model changes only with a fit or a choice
+            self._record_forecast_models(now)
         return fitted
 
     def train_forecasts(self, lookback: timedelta = TRAIN_LOOKBACK) -> int:

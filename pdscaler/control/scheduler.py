@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -67,47 +68,26 @@ class Loop:
         """Restore history from the log, then tick every interval (``paused``: not yet)."""
         if self._leadership is None:
             self._controller.restore()
-        else:
-            self._scheduler.add_job(
-                self.step_lease,
-                "interval",
-                seconds=self._lease_every.total_seconds(),
-                max_instances=1,
-                coalesce=True,
-                id="lease",
-                next_run_time=self._clock.now(),
-            )
-        self._started_at = self._clock.now()
+        else:  # the lease runs on real time, whatever the pace
+            lease_every = self._lease_every.total_seconds()
+            self._every(self.step_lease, lease_every, "lease", first=self._clock.now())
+        self._started_at = started = self._clock.now()
         # Forecast models are trained and fitted beside the tick, never in it: a tick only
         # predicts. The history is read at start-up, then every half hour (a replica that
         # stood by has learned nothing live).
-        self._scheduler.add_job(
-            self.train_forecasts,
-            "interval",
-            seconds=FORECAST_TRAIN_EVERY_S / self._pace,
-            max_instances=1,
-            coalesce=True,
-            id="train",
-            next_run_time=self._clock.now(),
-        )
-        self._scheduler.add_job(
-            self.refit_forecasts,
-            "interval",
-            seconds=FORECAST_REFIT_EVERY_S / self._pace,
-            max_instances=1,
-            coalesce=True,
-            id="forecast",
-        )
-        self._scheduler.add_job(
-            self._run,
-            "interval",
-            seconds=self._interval.total_seconds() / self._pace,
-            max_instances=1,
-            coalesce=True,
-            id="tick",
-            next_run_time=self._started_at,
-        )
+        self._every(self.train_forecasts, FORECAST_TRAIN_EVERY_S / self._pace, "train", started)
+        self._every(self.refit_forecasts, FORECAST_REFIT_EVERY_S / self._pace, "forecast")
+        self._every(self._run, self._interval.total_seconds() / self._pace, "tick", started)
         self._scheduler.start(paused=paused)
+
+    def _every(
+        self, job: Callable[[], object], seconds: float, job_id: str, first: datetime | None = None
+    ) -> None:
+        """Run ``job`` every ``seconds``, never two at once, a run missed while the last one
+        ran not made up; the first at ``first`` (None: one interval from now)."""
+        when = {} if first is None else {"next_run_time": first}
+        self._scheduler.add_job(job, "interval", seconds=seconds, max_instances=1,
+                                coalesce=True, id=job_id, **when)  # fmt: skip
 
     def stop(self) -> None:
         """Stop ticking, then give up the lease so that another replica takes over now."""

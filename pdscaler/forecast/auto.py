@@ -37,7 +37,7 @@ import numpy as np
 from pdscaler.domain.signals import SeriesKey
 from pdscaler.forecast.baselines import MovingAverage
 from pdscaler.forecast.online import FallbackReason, OnlineForecaster, SeriesModel
-from pdscaler.forecast.series import FloatArray, clean
+from pdscaler.forecast.series import FloatArray, clean, pinball
 
 log = logging.getLogger(__name__)
 
@@ -253,8 +253,8 @@ def backtest_candidate(
         values[first_origin + horizon_steps :]
         - forecasts[first_origin : len(values) - horizon_steps]
     )
-    pinball = np.maximum(quantile * miss, (quantile - 1) * miss)
-    return Trial(gpu_hours, attainment, float(pinball.mean()), float(np.abs(miss).mean()),
+    return Trial(gpu_hours, attainment, float(pinball(miss, quantile).mean()),
+                 float(np.abs(miss).mean()),
                  fallbacks, error)  # fmt: skip
 
 

@@ -29,7 +29,7 @@ from pdscaler.domain.signals import PoolKey, SignalName
 from pdscaler.forecast.auto import AutoForecaster
 from pdscaler.forecast.online import OnlineForecaster
 from pdscaler.forecast.registry import AnyForecaster, forecaster_for
-from pdscaler.forecast.series import FloatArray
+from pdscaler.forecast.series import FloatArray, pinball
 
 START = datetime(2024, 1, 1, tzinfo=UTC)  # where a replayed series' first step lies
 KEY = (PoolKey("backtest", "trace", Role.PREFILL), SignalName.ARRIVAL_RATE)
@@ -122,9 +122,8 @@ def score(
     positive = actual > 0
     relative = np.abs(error[positive]) / actual[positive]
     mape = float(np.mean(relative)) if len(relative) else math.nan
-    pinball = np.maximum(quantile * error, (quantile - 1) * error)
     coverage = float(np.mean(error <= 0))
-    return float(np.mean(np.abs(error))), mape, float(np.mean(pinball)), coverage
+    return float(np.mean(np.abs(error))), mape, float(np.mean(pinball(error, quantile))), coverage
 
 
 def backtest(
@@ -150,11 +149,11 @@ def backtest(
         if forecaster is None:
             continue
         run = replay(forecaster, values, step_s=step_s, horizon_steps=horizon_steps)
-        mae, mape, pinball, coverage = score(values, run.forecasts, horizon_steps=horizon_steps,
-                                   warmup_steps=warmup_steps, quantile=quantile)  # fmt: skip
+        mae, mape, loss, coverage = score(values, run.forecasts, horizon_steps=horizon_steps,
+                                warmup_steps=warmup_steps, quantile=quantile)  # fmt: skip
         scored = run.fallbacks[warmup_steps : warmup_steps + origins]
         fallbacks = Counter(reason for reason in scored if reason is not None)
-        scores.append(Score(model.value, mae, mape, pinball, origins, coverage, fallbacks,
+        scores.append(Score(model.value, mae, mape, loss, origins, coverage, fallbacks,
                             run.fit_s * 1000))  # fmt: skip
     return scores
 

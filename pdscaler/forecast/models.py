@@ -32,6 +32,7 @@ This module does no I/O.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -104,17 +105,13 @@ class Holt(BaseEstimator):  # type: ignore[misc]
         times: ArrayLike | None = None,
         values: ArrayLike | None = None,
     ) -> float:
-        level, trend = self.level_, self.trend_
-        if times is not None and values is not None:
-            t, v = clean(times, values, self.step_s)
-            if not len(t) or t[0] > self.end_ + self.step_s / 2:
-                raise ShortHistory("the series was cut by a gap since the fit")
-            a, b, phi = self.alpha_, self.beta_, self.damping
-            for value in v[t > self.end_ + self.step_s / 2].tolist():
-                previous = level
-                level = a * value + (1 - a) * (level + phi * trend)
-                trend = b * (level - previous) + (1 - b) * phi * trend
-        return max(0.0, level + self._ahead(horizon_steps) * trend)
+        fitted = max(0.0, self.level_ + self._ahead(horizon_steps) * self.trend_)
+        if times is None or values is None:
+            return fitted
+        path = self.predict_path(horizon_steps, times, values)
+        if not len(path):
+            raise ShortHistory("the series was cut by a gap since the fit")
+        return fitted if math.isnan(path[-1]) else float(path[-1])
 
     def predict_path(self, horizon_steps: int, times: ArrayLike, values: ArrayLike) -> FloatArray:
         """The forecast ``predict`` would give at each step of ``times``/``values`` (a

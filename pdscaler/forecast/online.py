@@ -38,6 +38,7 @@ import logging
 import math
 import threading
 import time
+from bisect import bisect_left, insort
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ class _Series:
     pending: deque[tuple[float, float, float, float]] = field(default_factory=deque)
     # value - point forecast, per forecast that came due: for the upper quantile
     residuals: deque[float] = field(default_factory=lambda: deque(maxlen=RESIDUALS_KEPT))
+    ordered: list[float] = field(default_factory=list)  # the same residuals, sorted
     shift: float = 0.0  # the quantile of the residuals, when there are enough of them
     # per forecast that came due: (|error|, pinball loss, |error| of the last value)
     scored: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=120))
@@ -383,17 +385,21 @@ class OnlineForecaster:
                 pinball = max(self._quantile * error, (self._quantile - 1) * error)
                 series.scored.append((abs(value - point), pinball, abs(value - last)))
                 if self._upper:
-                    series.residuals.append(value - point)
-                    series.shift = self._upper_shift(series.residuals)
+                    self._add_residual(series, value - point)
 
-    def _upper_shift(self, residuals: deque[float]) -> float:
-        """What lifts a point forecast to the policy's upper quantile: the ``quantile``-th
-        of the recent residuals (value - point forecast), if positive, once there are
+    def _add_residual(self, series: _Series, residual: float) -> None:
+        """Keep ``residual`` (value - point forecast), in arrival order and sorted, and
+        update the shift that lifts a point forecast to the policy's upper quantile: the
+        ``quantile``-th of the recent residuals, if positive, once there are
         ``RESIDUALS_NEEDED`` of them (split conformal prediction on a sliding window)."""
-        if len(residuals) < RESIDUALS_NEEDED:
-            return 0.0
-        ordered = sorted(residuals)
-        return max(0.0, ordered[min(len(ordered) - 1, int(self._quantile * len(ordered)))])
+        residuals, ordered = series.residuals, series.ordered
+        if len(residuals) == residuals.maxlen:  # the oldest goes
+            del ordered[bisect_left(ordered, residuals[0])]
+        residuals.append(residual)
+        insort(ordered, residual)
+        if len(ordered) >= RESIDUALS_NEEDED:
+            at = min(len(ordered) - 1, int(self._quantile * len(ordered)))
+            series.shift = max(0.0, ordered[at])
 
 
 def model_params(model: object) -> dict[str, Any]:

@@ -67,6 +67,12 @@ def clean(
     return grid * step_s, filled
 
 
+def pinball(errors: FloatArray, quantile: float) -> FloatArray:
+    """The pinball loss at ``quantile`` of each error (value - forecast): an error above
+    the forecast costs ``quantile`` per unit, one below it ``1 - quantile``."""
+    return np.maximum(quantile * errors, (quantile - 1) * errors)
+
+
 def features(
     times: FloatArray,
     values: FloatArray,

@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import Self
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.metrics_core import (
@@ -160,7 +161,38 @@ class _Pod:
         }
 
 
-class SimExporter:
+class ServesMetrics:
+    """What serves ``/metrics`` through a :class:`MetricsEndpoint` (``self._endpoint``): its
+    scrape target, ``start`` and ``stop``, and ``with`` for both."""
+
+    _endpoint: MetricsEndpoint
+
+    @property
+    def target(self) -> str:
+        """The scrape target, ``127.0.0.1:PORT``."""
+        return self._endpoint.target
+
+    def start(self) -> str:
+        """Serve ``/metrics`` on a free port of 127.0.0.1; returns the scrape target."""
+        return self._endpoint.start()
+
+    def stop(self) -> None:
+        self._endpoint.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class SimExporter(ServesMetrics):
     """A Prometheus collector of the cluster's replicas, and the HTTP server exposing it.
 
     ``pod_prefixes`` name each pool's pods, ``<prefix>-<replica id>`` (default
@@ -192,32 +224,6 @@ class SimExporter:
 
     def pod_name(self, role: Role, replica_id: int) -> str:
         return f"{self._prefixes[role]}-{replica_id}"
-
-    # -- serving ---------------------------------------------------------------------------
-
-    @property
-    def target(self) -> str:
-        """The scrape target, ``127.0.0.1:PORT``."""
-        return self._endpoint.target
-
-    def start(self) -> str:
-        """Serve ``/metrics`` on a free port of 127.0.0.1; returns the scrape target."""
-        return self._endpoint.start()
-
-    def stop(self) -> None:
-        self._endpoint.stop()
-
-    def __enter__(self) -> SimExporter:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- the collector ---------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from pdscaler.domain.decision import DecisionStatus
 from pdscaler.domain.policy import Role, parse_policy
 from pdscaler.grafana.dashboard import render
-from pdscaler.sim.exporter import MetricsEndpoint
+from pdscaler.sim.exporter import MetricsEndpoint, ServesMetrics
 from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
@@ -96,7 +96,7 @@ def seeded(temp_postgres: TempPostgres) -> Iterator[Seeded]:
 # --- Prometheus -----------------------------------------------------------------------------
 
 
-class PdscalerMetrics:
+class PdscalerMetrics(ServesMetrics):
     """An exporter of the metric names pdscaler publishes about itself, one pool's worth."""
 
     def __init__(self) -> None:
@@ -134,16 +134,6 @@ class PdscalerMetrics:
         Gauge("pdscaler_slo_itl_seconds", "ITL SLO", slo, registry=r).labels(
             NAMESPACE, "llama"
         ).set(0.03)
-
-    @property
-    def target(self) -> str:
-        return self._endpoint.target
-
-    def start(self) -> str:
-        return self._endpoint.start()
-
-    def stop(self) -> None:
-        self._endpoint.stop()
 
 
 def _engine_pods(fleet: FakeFleet) -> None:

@@ -92,10 +92,14 @@ def test_settings_carry_the_link_window() -> None:
 
 
 def _app(settings: Settings, db: Database, links: DashboardLinks | None) -> FastAPI:
-    app = wiring.build_app(settings, db, FakeClock(AT))
+    """The app as wiring builds it, with Grafana configured as ``links`` says."""
     if links is not None:
-        app.state.dashboard_links = links
-    return app
+        grafana = settings.grafana.model_copy(update={
+            "url": links.base_url, "dashboard_uid": links.dashboard_uid,
+            "link_window": links.window,
+        })  # fmt: skip
+        settings = settings.model_copy(update={"grafana": grafana})
+    return wiring.build_app(settings, db, FakeClock(AT))
 
 
 @pytest.fixture
