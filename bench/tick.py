@@ -34,6 +34,7 @@ from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.policies import PolicyStore
+from pdscaler.telemetry import Telemetry
 
 ADMIN_URL = os.environ.get(
     "PDSCALER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -58,6 +59,7 @@ def main() -> int:
         forecaster=LastValue(), clock=clock,
         config=ControllerConfig(interval=timedelta(seconds=5), max_sample_age_s=60,
                                 profile_for=lambda _ref: load_profile(DEFAULT_PROFILE)),
+        observers=(Telemetry(),),  # as the service runs it: its own metrics updated
     )  # fmt: skip
     walls = []
     for _ in range(args.ticks + 1):  # the first tick warms caches and is not counted

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pdscaler import __version__
 from pdscaler.config import Role, Settings, SettingsError, load_settings
 from pdscaler.domain.errors import PdscalerError
+from pdscaler.logs import configure_logging, secrets_of
 
 if TYPE_CHECKING:
     from pdscaler.client import PdscalerClient
@@ -184,9 +185,7 @@ def _positive(text: str) -> float:
 
 def _settings() -> Settings:
     settings = load_settings()
-    logging.basicConfig(
-        level=settings.log_level.value, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
+    configure_logging(settings.log_level.value, settings.log_format, secrets_of(settings))
     return settings
 
 
@@ -287,9 +286,10 @@ def _run(settings: Settings, runtime: Runtime) -> None:
     if runtime.loop is not None:
         runtime.loop.start()
     try:
-        uvicorn.run(
-            runtime.app, host=settings.api.host, port=settings.api.port, log_level="warning"
-        )
+        # log_config=None: uvicorn's loggers go through the root handler (its format, and
+        # its redaction of secrets) instead of handlers of their own
+        uvicorn.run(runtime.app, host=settings.api.host, port=settings.api.port,
+                    log_level="warning", log_config=None)  # fmt: skip
     finally:
         if runtime.loop is not None:
             runtime.loop.stop()

@@ -288,6 +288,11 @@ class GrafanaSettings(_Group):
         default=timedelta(minutes=15),
         description="A decision's dashboard link shows this long before and after it.",
     )
+    annotations: bool = Field(
+        default=False,
+        description="Push each applied scale change to Grafana's annotations API; needs url "
+        "and api_token.",
+    )
 
     @field_validator("link_window")
     @classmethod
@@ -295,6 +300,26 @@ class GrafanaSettings(_Group):
         if not timedelta(seconds=10) <= window <= timedelta(days=7):
             raise ValueError("must be between 10 seconds and 7 days")
         return window
+
+    @model_validator(mode="after")
+    def _annotations_need_grafana(self) -> GrafanaSettings:
+        if not self.annotations:
+            return self
+        prefix = f"{ENV_PREFIX}GRAFANA{ENV_NESTED_DELIMITER}"
+        missing = [
+            f"{prefix}{name.upper()}"
+            for name, unset in (
+                ("url", self.url is None),
+                ("api_token", self.api_token is None or not self.api_token.get_secret_value()),
+            )
+            if unset
+        ]
+        if missing:
+            verb = "is" if len(missing) == 1 else "are"
+            raise ValueError(
+                f"{prefix}ANNOTATIONS is on but {' and '.join(missing)} {verb} not set"
+            )
+        return self
 
 
 class LogLevel(StrEnum):
@@ -304,8 +329,17 @@ class LogLevel(StrEnum):
     ERROR = "ERROR"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"  # one line a record: time, level, logger, message
+    JSON = "json"  # one JSON object a line, with the correlation fields
+
+
 def _upper(value: object) -> object:
     return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 class Settings(BaseSettings):
@@ -323,6 +357,10 @@ class Settings(BaseSettings):
     )
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = Field(
         default=LogLevel.INFO, description="Root log level: DEBUG, INFO, WARNING or ERROR."
+    )
+    log_format: Annotated[LogFormat, BeforeValidator(_lower)] = Field(
+        default=LogFormat.TEXT,
+        description="text, or json: one JSON object a line, with tick, policy and role.",
     )
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)

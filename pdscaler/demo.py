@@ -274,8 +274,9 @@ class _Api(threading.Thread):
         super().__init__(name="api", daemon=True)
         import uvicorn
 
+        # log_config=None: uvicorn logs through the root handler, secrets redacted
         config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
-                                log_level="warning")  # fmt: skip
+                                log_level="warning", log_config=None)  # fmt: skip
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:

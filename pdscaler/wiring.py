@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -12,9 +14,10 @@ from pdscaler.api.auth import TokenRegistry
 from pdscaler.api.context import Services
 from pdscaler.api.cursor import CursorCodec
 from pdscaler.config import Settings
+from pdscaler.control.annotate import AnnotateScaleChanges
 from pdscaler.control.clock import SystemClock
 from pdscaler.control.controller import Controller, ControllerConfig
-from pdscaler.control.ports import Actuator, Leadership, MetricsSource
+from pdscaler.control.ports import Actuator, Leadership, MetricsSource, TickObserver
 from pdscaler.control.scheduler import Loop
 from pdscaler.domain.clock import Clock
 from pdscaler.domain.errors import FieldError
@@ -22,6 +25,7 @@ from pdscaler.domain.policy import EnginePreset, Policy, Role
 from pdscaler.domain.profile import PerfProfile
 from pdscaler.forecast.baselines import LastValue
 from pdscaler.forecast.registry import forecaster_for
+from pdscaler.grafana.annotations import AnnotationPoster
 from pdscaler.grafana.links import DashboardLinks
 from pdscaler.metrics.connect import prometheus_source
 from pdscaler.metrics.prometheus import PrometheusSource
@@ -31,6 +35,7 @@ from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.forecasts import ForecastModelStore
 from pdscaler.store.policies import PolicyStore
+from pdscaler.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,7 @@ def build_controller(
     clock: Clock,
     backends: Backends,
     forecast_models: ForecastModelStore | None = None,
+    observers: Sequence[TickObserver] = (),
 ) -> Controller:
     config = ControllerConfig(
         interval=settings.loop.interval,
@@ -107,6 +113,7 @@ def build_controller(
         # forecasts train on the metrics history where the source keeps one (Prometheus)
         history_source=backends.metrics if isinstance(backends.metrics, PrometheusSource) else None,
         forecast_models=forecast_models,
+        observers=observers,
     )
 
 
@@ -122,12 +129,22 @@ def build_runtime(
     migrate.require_head(db.engine)
     clock = clock or SystemClock()
     policies, decisions = PolicyStore(db), DecisionStore(db)
+    telemetry = Telemetry()
     loop = None
     source = None
     if settings.loop.enabled:
         backends = backends or build_backends(settings, clock)
+        observers: list[TickObserver] = [telemetry]
+        workers = []
+        poster = _annotation_poster(settings, telemetry)
+        if poster is not None:
+            observers.append(AnnotateScaleChanges(
+                poster, decisions, dashboard_uid=settings.grafana.dashboard_uid,
+                api_url=str(settings.api.public_url) if settings.api.public_url else None,
+            ))  # fmt: skip
+            workers.append(poster)
         controller = build_controller(
-            settings, policies, decisions, clock, backends, ForecastModelStore(db)
+            settings, policies, decisions, clock, backends, ForecastModelStore(db), observers
         )
         loop = Loop(
             controller,
@@ -136,11 +153,13 @@ def build_runtime(
             backends.leadership,
             lease_every=settings.kubernetes.retry_period,
             pace=pace,
+            workers=workers,
         )
         # Readiness reports what the loop's own source has found out about metric names.
         if isinstance(backends.metrics, PrometheusSource):
             source = backends.metrics
-    services = build_services(settings, db, clock, policies, decisions, loop, source)
+        telemetry.leader(lambda: loop is not None and loop.leading)
+    services = build_services(settings, db, clock, policies, decisions, loop, source, telemetry)
     return Runtime(create_app(services, max_body_bytes=settings.api.max_body_bytes), loop)
 
 
@@ -156,6 +175,7 @@ def build_services(
     decisions: DecisionStore | None = None,
     loop: Loop | None = None,
     source: PrometheusSource | None = None,
+    telemetry: Telemetry | None = None,
 ) -> Services:
     def check_schema() -> str:
         db.ping()
@@ -203,8 +223,23 @@ def build_services(
         readiness_warnings=warnings,
         policy_warnings=policy_warnings,
         forecast_models=ForecastModelStore(db),
+        telemetry=telemetry or Telemetry(),
         dashboard_links=_dashboard_links(settings),
     )
+
+
+def _annotation_poster(settings: Settings, telemetry: Telemetry) -> AnnotationPoster | None:
+    """The poster of scale changes to Grafana's annotations, when they are turned on; its
+    counts are pdscaler's metrics."""
+    grafana = settings.grafana
+    if not grafana.annotations or grafana.url is None or grafana.api_token is None:
+        return None
+    poster = AnnotationPoster(str(grafana.url), grafana.api_token.get_secret_value())
+    for name, words in (("posted", "posted"), ("failed", "refused or out of retries"),
+                        ("dropped", "dropped: the queue was full, or left at stop")):  # fmt: skip
+        read = partial(getattr, poster, name)
+        telemetry.count(f"pdscaler_grafana_annotations_{name}", f"Annotations {words}.", read)
+    return poster
 
 
 def _dashboard_links(settings: Settings) -> DashboardLinks | None:

@@ -20,6 +20,7 @@ from pdscaler.store.db import Database
 from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.forecasts import ForecastModelStore
 from pdscaler.store.policies import PolicyStore
+from pdscaler.telemetry import Telemetry
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class Services:
     policies: PolicyStore
     decisions: DecisionStore
     forecast_models: ForecastModelStore
+    telemetry: Telemetry  # pdscaler's own metrics, served at /metrics
     tokens: TokenRegistry
     cursors: CursorCodec
     clock: Clock

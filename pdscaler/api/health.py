@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pdscaler.api.context import Svc
 from pdscaler.api.schemas import ErrorOut, Health, Readiness
@@ -15,6 +16,14 @@ router = APIRouter(tags=["health"])
 def healthz() -> Health:
     """The process is up and serving."""
     return Health(status="ok")
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                             "description": "Prometheus text format"}})  # fmt: skip
+def metrics(svc: Svc) -> Response:
+    """pdscaler's own metrics, in Prometheus's text format (see docs/metrics.md)."""
+    return Response(svc.telemetry.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": ErrorOut}})

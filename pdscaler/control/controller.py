@@ -9,7 +9,9 @@ failed decision for that policy, and the others go on.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +23,7 @@ from pdscaler.control.ports import (
     HistorySource,
     Leadership,
     MetricsSource,
+    TickObserver,
 )
 from pdscaler.control.restore import rebuild
 from pdscaler.control.training import (
@@ -30,7 +33,7 @@ from pdscaler.control.training import (
     warming,
 )
 from pdscaler.domain.clock import Clock
-from pdscaler.domain.decision import DecisionRecord, DecisionStatus, TargetRef
+from pdscaler.domain.decision import DecisionRecord, DecisionStatus, TargetRef, TickSummary
 from pdscaler.domain.errors import Conflict, PdscalerError
 from pdscaler.domain.policy import (
     ForecastModel,
@@ -81,6 +84,9 @@ class TickReport:
     writes: int = 0
     failures: int = 0
     audited: bool = True
+    source_failed: bool = False  # the metrics source raised
+    actuations: Counter[str] = field(default_factory=Counter)  # writes by HTTP status
+    applied: list[DecisionRecord] = field(default_factory=list)  # written successfully
 
 
 @dataclass
@@ -121,10 +127,13 @@ class Controller:
         leadership: Leadership | None = None,
         history_source: HistorySource | None = None,
         forecast_models: ForecastModelStore | None = None,
+        observers: Sequence[TickObserver] = (),
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         """``history_source``: where forecasts are trained from at start-up (None: they
         learn live only); ``forecast_models``: where what each series was forecast with
-        is recorded after every fit (None: not recorded)."""
+        is recorded after every fit (None: not recorded); ``observers`` are told what
+        each tick did (its metrics, Grafana annotations); ``timer`` times ticks."""
         self._policies = policies
         self._decisions = decisions
         self._metrics = metrics
@@ -137,6 +146,8 @@ class Controller:
         self._history_source = history_source
         self._forecast_models = forecast_models
         self._recorded_fits: dict[SeriesKey, object] = {}  # the fit last recorded per series
+        self._observers = tuple(observers)
+        self._timer = timer
         self._history: dict[PoolKey, PoolHistory] = {}
         self.last_tick: TickReport | None = None
 
@@ -159,8 +170,14 @@ class Controller:
         return policies
 
     def tick(self, now: datetime | None = None) -> TickReport:
+        started = self._timer()
         now = now or self._clock.now()
         report = TickReport(at=now)
+        planned = self._tick(report, now)
+        self._tell(report, planned, self._timer() - started)
+        return report
+
+    def _tick(self, report: TickReport, now: datetime) -> list[_Planned]:
         policies = self._run_policies()
         report.policies = len(policies)
         states = {p.policy.key: self._read(p.policy) for p in policies}
@@ -172,6 +189,7 @@ class Controller:
                 and not isinstance(states[p.policy.key], PdscalerError)
             ],
             now,
+            report,
         )
         planned: list[_Planned] = []
         for stored in policies:
@@ -185,10 +203,30 @@ class Controller:
             log.error("audit write failed, not acting this tick: %s", e)
             report.audited = False
             self.last_tick = report
-            return report
+            return planned
         self._act(planned, now, report)
         self.last_tick = report
-        return report
+        return planned
+
+    def _tell(self, report: TickReport, planned: list[_Planned], duration_s: float) -> None:
+        """Tell the observers what the tick did; one that fails is logged, not the tick's."""
+        if not self._observers:
+            return
+        summary = TickSummary(
+            at=report.at,
+            duration_s=duration_s,
+            records=tuple(p.record for p in planned),
+            applied=tuple(report.applied),
+            actuations=dict(report.actuations),
+            source_failed=report.source_failed,
+            slos={p.policy.key: (p.policy.spec.slo.ttft_ms, p.policy.spec.slo.itl_ms)
+                  for p in planned},
+        )  # fmt: skip
+        for observer in self._observers:
+            try:
+                observer.tick_done(summary)
+            except Exception:
+                log.exception("a tick observer failed")
 
     def _read(self, policy: Policy) -> dict[Role, ScaleState] | PdscalerError:
         try:
@@ -199,13 +237,17 @@ class Controller:
                 for role in Role
             }
         except PdscalerError as e:
-            log.warning("policy %s/%s: cannot read its targets: %s", *policy.key, e)
+            log.warning("policy %s/%s: cannot read its targets: %s", *policy.key, e,
+                        extra=_log_fields(policy))  # fmt: skip
             return e
         except Exception as e:  # an actuator bug must not stop the other policies
-            log.exception("policy %s/%s: reading its targets failed", *policy.key)
+            log.exception("policy %s/%s: reading its targets failed", *policy.key,
+                          extra=_log_fields(policy))  # fmt: skip
             return PdscalerError(f"{type(e).__name__}: {e}")
 
-    def _observe(self, policies: Sequence[Policy], now: datetime) -> Mapping[PoolKey, PoolSignals]:
+    def _observe(
+        self, policies: Sequence[Policy], now: datetime, report: TickReport
+    ) -> Mapping[PoolKey, PoolSignals]:
         queries = [PoolQuery.of(p, role) for p in policies for role in Role]
         if not queries:
             return {}
@@ -213,6 +255,7 @@ class Controller:
             return self._metrics.observe(queries, now)
         except Exception as e:  # any failure of the source: every signal is graded 'error'
             log.error("metrics source failed: %s", e)
+            report.source_failed = True
             error = Signal.missing(Quality.ERROR)
             return {q.key: PoolSignals(dict.fromkeys(SignalName, error)) for q in queries}
 
@@ -237,7 +280,8 @@ class Controller:
                 max_sample_age_s=self._config.max_sample_age_s,
             )
         except Exception as e:  # a bad profile, a bug: this policy fails, the others go on
-            log.exception("policy %s/%s: deciding failed", *policy.key)
+            log.exception("policy %s/%s: deciding failed", *policy.key,
+                          extra=_log_fields(policy, tick_id=tick_id))  # fmt: skip
             error = PdscalerError(f"deciding failed: {type(e).__name__}: {e}")
             return [
                 self._unreadable(policy, version, role, error, tick_id, now, states[role])
@@ -458,22 +502,34 @@ class Controller:
             version = self._actuator.write_scale(
                 namespace, target, desired, item.state.resource_version
             )
-        except Conflict as e:
-            return Outcome(tick_id, role, DecisionStatus.CONFLICT, f"{e.code}: {e.message}")
-        except PdscalerError as e:
-            report.failures += 1
-            log.warning("scale of %s/%s failed: %s", namespace, target.name, e)
-            return Outcome(tick_id, role, DecisionStatus.FAILED, f"{e.code}: {e.message}")
-        except Exception as e:  # an actuator bug: audited as a failure, the tick goes on
-            report.failures += 1
-            log.exception("scale of %s/%s failed", namespace, target.name)
-            return Outcome(tick_id, role, DecisionStatus.FAILED, f"{type(e).__name__}: {e}")
+        except Exception as e:
+            report.actuations[_http_status(e)] += 1
+            return self._failed_write(item, e, report)
+        report.actuations["200"] += 1
+        report.applied.append(item.record)
         report.writes += 1
         key = _key(item.policy, item.role)
         self._history[key] = self.history(key).with_scale(
             now, item.state.spec_replicas, desired, HISTORY_KEEP
         )
         return Outcome(tick_id, role, DecisionStatus.APPLIED, resource_version_written=version)
+
+    def _failed_write(self, item: _Planned, error: Exception, report: TickReport) -> Outcome:
+        tick_id, role = item.record.tick_id, item.role
+        if isinstance(error, Conflict):  # re-read and re-decided next tick
+            return Outcome(tick_id, role, DecisionStatus.CONFLICT, f"{error.code}: {error.message}")
+        report.failures += 1
+        where = (
+            f"{item.policy.metadata.namespace}/{item.policy.spec.pool(role).scale_target_ref.name}"
+        )
+        if isinstance(error, PdscalerError):
+            log.warning("scale of %s failed: %s", where, error,
+                        extra=_log_fields(item.policy, role, tick_id))  # fmt: skip
+            return Outcome(tick_id, role, DecisionStatus.FAILED, f"{error.code}: {error.message}")
+        # an actuator bug: audited as a failure, the tick goes on
+        log.error("scale of %s failed", where, exc_info=error,
+                  extra=_log_fields(item.policy, role, tick_id))  # fmt: skip
+        return Outcome(tick_id, role, DecisionStatus.FAILED, f"{type(error).__name__}: {error}")
 
     def _prefer_removal(
         self,
@@ -489,11 +545,40 @@ class Controller:
             marked = self._actuator.prefer_removal(namespace, target, selector, load)
         except Exception as e:  # the scale-down goes on; the ReplicaSet picks its own victims
             log.warning("could not mark the least-loaded pods of %s/%s: %s",
-                        namespace, target.name, e)  # fmt: skip
+                        namespace, target.name, e,
+                        extra=_log_fields(item.policy, item.role, item.record.tick_id))  # fmt: skip
             return
         if marked:
             log.info("%s/%s: marked %d pods by load before scaling down",
-                     namespace, target.name, marked)  # fmt: skip
+                     namespace, target.name, marked,
+                     extra=_log_fields(item.policy, item.role, item.record.tick_id))  # fmt: skip
+
+
+# What a failed /scale write's error says the API server answered (see ActuationError).
+_STATUS_OF = {"NotFound": "404", "Forbidden": "403", "Unauthenticated": "401",
+              "Conflict": "409", "InvalidInput": "422", "Unavailable": "503"}  # fmt: skip
+
+
+def _http_status(error: Exception) -> str:
+    """The HTTP status of a failed write, as a label: ``error`` when none was answered."""
+    status = getattr(error, "status", None)
+    if isinstance(status, int):
+        return str(status)
+    code = error.code if isinstance(error, PdscalerError) else ""
+    return _STATUS_OF.get(code, "error")
+
+
+def _log_fields(
+    policy: Policy, role: Role | None = None, tick_id: str | None = None
+) -> dict[str, str]:
+    """A log line's correlation fields (see pdscaler.logs): the policy, and the pool and
+    the tick's decision rows when the line is about them."""
+    fields = {"namespace": policy.metadata.namespace, "policy": policy.metadata.name}
+    if role is not None:
+        fields["role"] = role.value
+    if tick_id is not None:
+        fields["tick_id"] = tick_id
+    return fields
 
 
 def _key(policy: Policy, role: Role) -> PoolKey:

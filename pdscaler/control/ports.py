@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from pdscaler.domain.decision import TickSummary
 from pdscaler.domain.leader import LeaderStatus
 from pdscaler.domain.policy import ScaleTargetRef
 from pdscaler.domain.signals import (
@@ -115,4 +116,11 @@ class Forecaster(Protocol):
 
     def describe(self, key: SeriesKey) -> Mapping[str, Any]:
         """One series' forecast state for the audit: the model, a fallback, recent error."""
+        ...
+
+
+class TickObserver(Protocol):
+    def tick_done(self, tick: TickSummary) -> None:
+        """What one tick decided and did (its metrics, annotations). Called after the
+        tick's work; it must not block, and what it raises is logged, not the tick's."""
         ...

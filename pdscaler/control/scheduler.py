@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -35,6 +36,14 @@ class LoopHealth:
     message: str
 
 
+class Worker(Protocol):
+    """A thread of the loop's own, started and stopped with it."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 class Loop:
     def __init__(
         self,
@@ -44,15 +53,19 @@ class Loop:
         leadership: Leadership | None = None,
         lease_every: timedelta = timedelta(seconds=2),
         pace: float = 1.0,
+        workers: Sequence[Worker] = (),
     ) -> None:
         """``pace``: ticks come ``pace`` times as often in real time as ``interval`` says,
-        for a ``clock`` that runs that much faster (a simulation replayed quickly)."""
+        for a ``clock`` that runs that much faster (a simulation replayed quickly).
+        ``workers`` (the Grafana annotation poster) start before the first tick and stop
+        after the last one."""
         self._controller = controller
         self._interval = interval
         self._clock = clock
         self._leadership = leadership
         self._lease_every = lease_every
         self._pace = pace
+        self._workers = tuple(workers)
         self._scheduler = BackgroundScheduler(timezone="UTC")
         self._started_at: datetime | None = None
         self._leading = leadership is None
@@ -66,6 +79,8 @@ class Loop:
 
     def start(self, *, paused: bool = False) -> None:
         """Restore history from the log, then tick every interval (``paused``: not yet)."""
+        for worker in self._workers:
+            worker.start()
         if self._leadership is None:
             self._controller.restore()
         else:  # the lease runs on real time, whatever the pace
@@ -95,6 +110,8 @@ class Loop:
             self._scheduler.shutdown(wait=True)
         if self._leadership is not None:
             self._leadership.release()
+        for worker in self._workers:
+            worker.stop()
 
     def run_once(self) -> None:
         """The job's body: one tick; an exception is logged and the loop goes on."""

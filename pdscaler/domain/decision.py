@@ -78,3 +78,17 @@ class DecisionRecord:
     @property
     def action(self) -> Action:
         return Action.between(self.current_replicas, self.desired_replicas)
+
+
+@dataclass(frozen=True)
+class TickSummary:
+    """What one tick decided and did, for its observers (metrics, annotations)."""
+
+    at: datetime
+    duration_s: float
+    records: tuple[DecisionRecord, ...]  # as audited, before acting
+    applied: tuple[DecisionRecord, ...] = ()  # those whose /scale write succeeded
+    actuations: Mapping[str, int] = field(default_factory=dict)  # writes by HTTP status
+    source_failed: bool = False  # the metrics source raised: every signal was an error
+    # each policy's SLO in ms, (TTFT, ITL), by (namespace, name)
+    slos: Mapping[tuple[str, str], tuple[float | None, float | None]] = field(default_factory=dict)

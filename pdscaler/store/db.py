@@ -24,11 +24,14 @@ def create_db_engine(
     connect_timeout: timedelta = timedelta(seconds=5),
     echo: bool = False,
 ) -> Engine:
-    """Build (but do not connect) an engine tuned for the dialect in ``url``."""
+    """Build (but do not connect) an engine tuned for the dialect in ``url``. ``echo`` logs
+    every statement at INFO through the root logger's handler (as every other record:
+    formatted and redacted), not through a handler of SQLAlchemy's own on stdout."""
+    if echo:
+        logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            echo=echo,
             connect_args={"timeout": connect_timeout.total_seconds(), "check_same_thread": False},
         )
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -36,7 +39,6 @@ def create_db_engine(
         return engine
     return create_engine(
         url,
-        echo=echo,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,

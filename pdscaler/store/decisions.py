@@ -230,6 +230,19 @@ class DecisionStore:
             rows: list[tuple[Any, ...]] = [tuple(row) for row in session.execute(query)]
         return [HistoryRow(*row) for row in rows]
 
+    def ids(self, decisions: Sequence[tuple[str, Role]]) -> dict[tuple[str, Role], int]:
+        """The ids of decisions named by tick id and role (as :meth:`finish_many` names
+        them); the ones not found are left out."""
+        if not decisions:
+            return {}
+        ticks = {tick_id for tick_id, _role in decisions}
+        query = select(DecisionRow.id, DecisionRow.tick_id, DecisionRow.role).where(
+            DecisionRow.tick_id.in_(ticks)
+        )
+        with self._db.transaction() as session:
+            found = {(tick_id, Role(role)): id_ for id_, tick_id, role in session.execute(query)}
+        return {key: found[key] for key in decisions if key in found}
+
     def warming(self, since: datetime) -> list[tuple[PoolKey, datetime]]:
         """The ticks since ``since`` at which a pool had replicas on their way and none
         ready: when it served nothing (see ``control.training``)."""

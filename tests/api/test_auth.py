@@ -31,6 +31,7 @@ class Route:
 ROUTES = [
     Route("GET", "/healthz", "/healthz", None),
     Route("GET", "/readyz", "/readyz", None),
+    Route("GET", "/metrics", "/metrics", None),
     Route("GET", "/v1/policies", "/v1/policies", Role.VIEWER),
     Route("POST", "/v1/policies", "/v1/policies", Role.EDITOR, policy_doc(name="other")),
     Route("POST", "/v1/policies/validate", "/v1/policies/validate", Role.VIEWER, policy_doc()),

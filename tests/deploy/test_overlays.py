@@ -275,6 +275,7 @@ def test_settings(rendered: list[Resource]) -> None:
         "PDSCALER_LOOP__ENABLED": "true",
         "PDSCALER_PROMETHEUS__URL": "http://prometheus-operated.monitoring.svc:9090",
         "PDSCALER_LOG_LEVEL": "INFO",
+        "PDSCALER_LOG_FORMAT": "json",
         "PDSCALER_DATA_DIR": "/var/lib/pdscaler",
         "PDSCALER_KUBERNETES__LEASE_DURATION": "15s",
         "PDSCALER_KUBERNETES__RENEW_DEADLINE": "10s",
