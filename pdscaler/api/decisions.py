@@ -36,6 +36,15 @@ def decision_filter(
     status: DecisionStatus | None = None,
     since: Annotated[datetime | None, Query(description="Inclusive; ISO 8601.")] = None,
     until: Annotated[datetime | None, Query(description="Exclusive; ISO 8601.")] = None,
+    tick_id: Annotated[
+        str | None,
+        Query(
+            alias="tickId",
+            max_length=36,
+            description="One tick of one policy (a log line's "
+            "tick_id): its prefill and decode decisions.",
+        ),
+    ] = None,
 ) -> DecisionFilter:
     since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
@@ -43,7 +52,7 @@ def decision_filter(
             "since must be before until",
             errors=(FieldError("query.since", "must be before until"),),
         )
-    return DecisionFilter(namespace, policy, role, action, status, since, until)
+    return DecisionFilter(namespace, policy, role, action, status, since, until, tick_id)
 
 
 Filter = Annotated[DecisionFilter, Depends(decision_filter)]

@@ -71,6 +71,7 @@ class DecisionFilter:
     status: DecisionStatus | None = None
     since: datetime | None = None  # inclusive
     until: datetime | None = None  # exclusive
+    tick_id: str | None = None  # one policy's decisions in one tick (its two pools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +365,8 @@ def _filtered(query: Q, where: DecisionFilter) -> Q:
         query = query.where(DecisionRow.decided_at >= where.since)
     if where.until is not None:
         query = query.where(DecisionRow.decided_at < where.until)
+    if where.tick_id is not None:
+        query = query.where(DecisionRow.tick_id == where.tick_id)
     return query
 
 

@@ -136,3 +136,12 @@ def test_served_documents_conform_to_the_declared_schema(
     assert parsed.signals == stored.record.signals
     assert parsed.resource_version_read == stored.record.resource_version
     assert one["decidedAt"].endswith("Z")
+
+
+def test_a_log_lines_tick_id_finds_its_decisions(client: TestClient, ids: list[int]) -> None:
+    one = client.get(f"/v1/decisions/{ids[2]}", headers=VIEWER).json()
+
+    body = client.get(f"/v1/decisions?tickId={one['tickId']}", headers=VIEWER).json()
+
+    assert [d["id"] for d in body["items"]] == [ids[2]]
+    assert client.get("/v1/decisions?tickId=" + "x" * 37, headers=VIEWER).status_code == 422

@@ -17,9 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pdscaler.domain.decision import DecisionStatus
+from pdscaler.domain.decision import DecisionStatus, TickSummary
 from pdscaler.domain.policy import Role, parse_policy
 from pdscaler.grafana.dashboard import render
 from pdscaler.sim.exporter import MetricsEndpoint, ServesMetrics
@@ -27,6 +26,7 @@ from pdscaler.store import migrate
 from pdscaler.store.db import Database, create_db_engine
 from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.policies import PolicyStore
+from pdscaler.telemetry import Telemetry
 from tests.conftest import TempPostgres
 from tests.factories import decision, policy_doc
 from tests.fleet import FakeFleet
@@ -97,43 +97,23 @@ def seeded(temp_postgres: TempPostgres) -> Iterator[Seeded]:
 
 
 class PdscalerMetrics(ServesMetrics):
-    """An exporter of the metric names pdscaler publishes about itself, one pool's worth."""
+    """pdscaler's own metrics, as its :class:`Telemetry` serves them after one tick that
+    scaled one policy's prefill pool from 2 to 3 (one replica on its way)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        pool = ("namespace", "policy", "role")
-        self._endpoint = MetricsEndpoint(lambda: generate_latest(self.registry), name="pdscaler")
-        r = self.registry
-        values = {"desired": 3.0, "current": 2.0, "ready": 2.0, "pending": 1.0}
-        for name, value in values.items():
-            Gauge(f"pdscaler_{name}_replicas", name, pool, registry=r).labels(
-                NAMESPACE, "llama", "prefill"
-            ).set(value)
-        decisions = Counter("pdscaler_decisions", "decisions", (*pool, "action", "reason"),
-                            registry=r)  # fmt: skip
-        decisions.labels(NAMESPACE, "llama", "prefill", "scale_up", "ScaleUpLimit").inc(3)
-        Histogram("pdscaler_tick_duration_seconds", "tick", registry=r).observe(0.02)
-        Counter("pdscaler_metrics_source_errors", "errors", registry=r).inc()
-        Counter("pdscaler_signal_quality", "quality", ("quality",), registry=r).labels("fresh").inc(
-            10
-        )
-        Counter("pdscaler_actuations", "writes", ("status_code",), registry=r).labels("200").inc()
-        signal = (*pool, "signal")
-        Gauge("pdscaler_forecast_value", "forecast", signal, registry=r).labels(
-            NAMESPACE, "llama", "prefill", "arrivalRate"
-        ).set(12.5)
-        Gauge("pdscaler_forecast_recent_error", "error", signal, registry=r).labels(
-            NAMESPACE, "llama", "prefill", "arrivalRate"
-        ).set(0.1)
-        Gauge("pdscaler_leader", "leader", registry=r).set(1)
-        Gauge("pdscaler_build_info", "build", ("version",), registry=r).labels("0.1.0").set(1)
-        slo = ("namespace", "policy")
-        Gauge("pdscaler_slo_ttft_seconds", "TTFT SLO", slo, registry=r).labels(
-            NAMESPACE, "llama"
-        ).set(0.8)
-        Gauge("pdscaler_slo_itl_seconds", "ITL SLO", slo, registry=r).labels(
-            NAMESPACE, "llama"
-        ).set(0.03)
+        self.telemetry = Telemetry()
+        self.telemetry.leader(lambda: True)
+        record = dataclasses.replace(
+            decision(datetime(2026, 3, 1, tzinfo=UTC), namespace=NAMESPACE, policy="llama",
+                     role=Role.PREFILL, current=2, desired=3),
+            ready_replicas=2, pending_replicas=1,
+            forecast={"arrivalRate": 12.5, "recentMae": 0.1},
+        )  # fmt: skip
+        self.telemetry.tick_done(TickSummary(
+            at=record.decided_at, duration_s=0.02, records=(record,), applied=(record,),
+            actuations={"200": 1}, source_failed=True, slos={(NAMESPACE, "llama"): (800.0, 30.0)},
+        ))  # fmt: skip
+        self._endpoint = MetricsEndpoint(self.telemetry.exposition, name="pdscaler")
 
 
 def _engine_pods(fleet: FakeFleet) -> None:
