@@ -9,17 +9,24 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from pdscaler.cli import main
 from pdscaler.config import Settings
+from pdscaler.domain.policy import Role, parse_policy
+from pdscaler.grafana.links import parse_dashboard_url
 from pdscaler.store.db import Database
+from pdscaler.store.decisions import DecisionStore
 from pdscaler.store.policies import PolicyStore
 from pdscaler.wiring import build_app
 from tests.conftest import POLICIES, TOKENS
+from tests.factories import decision, policy_doc
 
 BAD_POLICY = """\
 apiVersion: pdscaler.io/v1alpha1
@@ -119,23 +126,30 @@ def test_token_new_prints_a_digest_entry(capsys: pytest.CaptureFixture[str]) -> 
     assert '"sha256": "' in out
 
 
-@pytest.fixture
-def live_api(settings: Settings, db: Database) -> Iterator[str]:
-    """The real app served by uvicorn on a loopback port."""
+@contextmanager
+def served(app: FastAPI) -> Iterator[str]:
+    """``app`` served by uvicorn on a loopback port; yields its URL."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(build_app(settings, db), host="127.0.0.1", port=port, log_level="error")
-    )
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_api(settings: Settings, db: Database) -> Iterator[str]:
+    """The real app served by uvicorn on a loopback port."""
+    with served(build_app(settings, db)) as url:
+        yield url
 
 
 def test_apply_through_the_api_then_tail(
@@ -190,3 +204,22 @@ def test_unreachable_database_is_a_message_not_a_traceback(
     assert main(["db", "upgrade"]) == 1
     assert main(["serve"]) == 1
     assert capsys.readouterr().err.count("cannot reach the database") == 2
+
+
+def test_explain_prints_each_pools_decision_and_its_dashboard_link(
+    settings: Settings, db: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    grafana = settings.grafana.model_copy(update={"url": "https://grafana.example.org"})
+    app = build_app(settings.model_copy(update={"grafana": grafana}), db)
+    PolicyStore(db).create(parse_policy(policy_doc(name="llama")), author="t", comment="",
+                           now=datetime.now(UTC))  # fmt: skip
+    DecisionStore(db).record(decision(datetime.now(UTC), role=Role.DECODE))
+
+    with served(app) as url:
+        assert main(["explain", "inference/llama", "--api", url, "--token",
+                     TOKENS["viewer"]]) == 0  # fmt: skip
+
+    out = capsys.readouterr().out
+    (link,) = [line.split("grafana: ", 1)[1] for line in out.splitlines() if "grafana: " in line]
+    view = parse_dashboard_url(link)
+    assert (view.namespace, view.policy, view.role) == ("inference", "llama", "decode")
