@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,7 +25,7 @@ from pdscaler.control.ports import (
     MetricsSource,
     TickObserver,
 )
-from pdscaler.control.restore import rebuild
+from pdscaler.control.restore import rebuild, reconcile
 from pdscaler.control.training import (
     TRAIN_LOOKBACK,
     changed_models,
@@ -155,11 +155,34 @@ class Controller:
         return self._history.get(key, PoolHistory())
 
     def restore(self, now: datetime | None = None) -> int:
-        """Rebuild stabilization and rate-policy history from the decision log."""
-        self._history = rebuild(
-            self._decisions.recent((now or self._clock.now()) - HISTORY_KEEP), HISTORY_KEEP
-        )
+        """Reconcile the decisions a crash left pending, then rebuild stabilization and
+        rate-policy history from the decision log."""
+        rows = self._decisions.recent((now or self._clock.now()) - HISTORY_KEEP)
+        outcomes = reconcile(rows, self._read_replicas)
+        if outcomes:
+            try:
+                self._decisions.finish_many(outcomes, now=self._clock.now())
+                log.warning("reconciled %d decisions left pending: %s", len(outcomes),
+                            ", ".join(f"{o.tick_id}/{o.role.value} {o.status.value}"
+                                      for o in outcomes))  # fmt: skip
+                done: dict[tuple[str | None, str], str] = {
+                    (o.tick_id, o.role.value): o.status.value for o in outcomes
+                }
+                rows = [replace(r, status=done.get((r.tick_id, r.role), r.status)) for r in rows]
+            except PdscalerError as e:  # they stay pending: counted as unknown writes
+                log.error("could not record %d reconciled decisions: %s", len(outcomes), e)
+        self._history = rebuild(rows, HISTORY_KEEP)
         return len(self._history)
+
+    def _read_replicas(self, pool: PoolKey) -> int | None:
+        """The size a pool's target runs now; None when it cannot be read."""
+        try:
+            policy = self._policies.get(pool.namespace, pool.policy).policy
+            target = policy.spec.pool(pool.role).scale_target_ref
+            return self._actuator.read_scale(pool.namespace, target).spec_replicas
+        except Exception as e:  # unknown: the decision stays pending
+            log.warning("%s: cannot read its target to reconcile: %s", pool, e)
+            return None
 
     def _run_policies(self) -> list[StoredPolicy]:
         policies = self._policies.all()

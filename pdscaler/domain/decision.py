@@ -17,6 +17,7 @@ class DecisionStatus(StrEnum):
     FAILED = "failed"  # the scale write failed; ``error`` says why
     SKIPPED = "skipped"  # nothing to write: no change, shadow or paused mode, not leader
     CONFLICT = "conflict"  # the target changed under us; re-read and re-decide next tick
+    ABANDONED = "abandoned"  # found pending after a crash, the target not at its size
 
 
 class Action(StrEnum):

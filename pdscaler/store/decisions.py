@@ -133,6 +133,7 @@ class HistoryRow:
     raw_recommendation: int | None
     ready_replicas: int | None = None
     pending_replicas: int | None = None
+    tick_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class DecisionStore:
             DecisionRow.raw_recommendation,
             DecisionRow.ready_replicas,
             DecisionRow.pending_replicas,
+            DecisionRow.tick_id,
         )
         query = (
             select(*columns)
