@@ -27,6 +27,7 @@ from pdscaler.forecast.baselines import LastValue
 from pdscaler.forecast.registry import forecaster_for
 from pdscaler.grafana.annotations import AnnotationPoster
 from pdscaler.grafana.links import DashboardLinks
+from pdscaler.logs import RedactSecrets, secrets_of
 from pdscaler.metrics.connect import prometheus_source
 from pdscaler.metrics.prometheus import PrometheusSource
 from pdscaler.profiles import DEFAULT_PROFILE, ProfileError, load_profile
@@ -94,6 +95,7 @@ def build_controller(
         identity=settings.loop.identity,
         namespaces=frozenset(settings.loop.namespaces),
         profile_for=_profile,
+        redact=RedactSecrets(secrets_of(settings)).redact,
         forecaster_for=lambda spec: forecaster_for(
             spec.model,
             quantile=spec.quantile,

@@ -109,6 +109,9 @@ class ControllerConfig:
     identity: str = "pdscaler"
     namespaces: frozenset[str] = frozenset()  # the policies this loop runs (empty: all)
     profile_for: Callable[[str | None], PerfProfile | None] = field(default=lambda _: None)
+    # What an error text goes through before it is written to a decision row: the secrets
+    # of the settings masked (see pdscaler.logs). By default, nothing.
+    redact: Callable[[str], str] = field(default=lambda text: text)
     # The forecaster a policy's spec.forecast names (None: no forecast); None: one for all.
     forecaster_for: Callable[[ForecastSpec], Forecaster | None] | None = None
 
@@ -488,7 +491,7 @@ class Controller:
             ready_replicas=state.ready_replicas if state else None,
             pending_replicas=state.pending_replicas if state else None,
             status=DecisionStatus.FAILED,
-            error=f"{error.code}: {error.message}",
+            error=self._config.redact(f"{error.code}: {error.message}"),
         )
         return _Planned(policy, version, role, record, None, None, act=False)
 
@@ -540,7 +543,7 @@ class Controller:
     def _failed_write(self, item: _Planned, error: Exception, report: TickReport) -> Outcome:
         tick_id, role = item.record.tick_id, item.role
         if isinstance(error, Conflict):  # re-read and re-decided next tick
-            return Outcome(tick_id, role, DecisionStatus.CONFLICT, f"{error.code}: {error.message}")
+            return Outcome(tick_id, role, DecisionStatus.CONFLICT, self._why(error))
         report.failures += 1
         where = (
             f"{item.policy.metadata.namespace}/{item.policy.spec.pool(role).scale_target_ref.name}"
@@ -548,11 +551,17 @@ class Controller:
         if isinstance(error, PdscalerError):
             log.warning("scale of %s failed: %s", where, error,
                         extra=_log_fields(item.policy, role, tick_id))  # fmt: skip
-            return Outcome(tick_id, role, DecisionStatus.FAILED, f"{error.code}: {error.message}")
+            return Outcome(tick_id, role, DecisionStatus.FAILED, self._why(error))
         # an actuator bug: audited as a failure, the tick goes on
         log.error("scale of %s failed", where, exc_info=error,
                   extra=_log_fields(item.policy, role, tick_id))  # fmt: skip
-        return Outcome(tick_id, role, DecisionStatus.FAILED, f"{type(error).__name__}: {error}")
+        return Outcome(tick_id, role, DecisionStatus.FAILED, self._why(error))
+
+    def _why(self, error: Exception) -> str:
+        """A failed write's error as its row says it: the code and message, secrets out."""
+        if isinstance(error, PdscalerError):
+            return self._config.redact(f"{error.code}: {error.message}")
+        return self._config.redact(f"{type(error).__name__}: {error}")
 
     def _prefer_removal(
         self,
