@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from pdscaler import __version__
-from pdscaler.config import Role, Settings, SettingsError, load_settings
+from pdscaler.config import Duration, Role, Settings, SettingsError, load_settings
 from pdscaler.domain.errors import PdscalerError
 from pdscaler.logs import configure_logging, secrets_of
 
@@ -69,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
     up = db.add_parser("upgrade", help="migrate to the newest schema (or --revision)")
     up.add_argument("--revision", default="head")
     up.set_defaults(command=_db_upgrade)
+    retention = db.add_parser(
+        "retention", help="delete decisions older than an age, and record the run"
+    )
+    retention.add_argument(
+        "--older-than", type=_duration, default=None,
+        help="e.g. 2160h or P90D (default: PDSCALER_DATABASE__RETENTION)",
+    )  # fmt: skip
+    retention.set_defaults(command=_db_retention)
     down = db.add_parser("downgrade", help="migrate back to REVISION ('base' empties it)")
     down.add_argument("revision")
     down.set_defaults(command=_db_downgrade)
@@ -310,6 +323,28 @@ def _db_upgrade(args: argparse.Namespace) -> int:
     db = wiring.build_database(_settings())
     migrate.upgrade(db.engine, args.revision)
     print(f"schema at {migrate.current_revision(db.engine)}")
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return TypeAdapter(Duration).validate_python(text)
+    except ValidationError as e:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 2160h, P90D)") from e
+
+
+def _db_retention(args: argparse.Namespace) -> int:
+    from pdscaler import wiring
+    from pdscaler.store.retention import prune
+
+    settings = _settings()
+    age = args.older_than or settings.database.retention
+    if age is None:
+        print("no age: give --older-than or set PDSCALER_DATABASE__RETENTION", file=sys.stderr)
+        return 2
+    run = prune(wiring.build_database(settings), age, now=datetime.now(UTC),
+                actor=f"{getpass.getuser()}@{socket.gethostname()}")  # fmt: skip
+    print(f"deleted {run.deleted} decisions decided before {run.cutoff.isoformat()}")
     return 0
 
 

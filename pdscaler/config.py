@@ -101,6 +101,11 @@ class DatabaseSettings(_Group):
         default=timedelta(seconds=5), description="Time allowed to open one connection."
     )
     echo: bool = Field(default=False, description="Log every SQL statement.")
+    retention: Duration | None = Field(
+        default=None,
+        description="How long `pdscaler db retention` keeps decisions (at least 1 day); "
+        "unset: it needs --older-than.",
+    )
 
     @field_validator("url")
     @classmethod

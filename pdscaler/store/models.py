@@ -162,3 +162,15 @@ class ForecastModelRow(Base):
     fitted_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime)
     description: Mapped[dict[str, Any]] = mapped_column(Json)
+
+
+class RetentionRunRow(Base):
+    """One run of ``pdscaler db retention``: the decisions older than ``cutoff`` deleted."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ran_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    cutoff: Mapped[datetime] = mapped_column(UtcDateTime)
+    deleted: Mapped[int] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(128))

@@ -223,3 +223,17 @@ def test_explain_prints_each_pools_decision_and_its_dashboard_link(
     (link,) = [line.split("grafana: ", 1)[1] for line in out.splitlines() if "grafana: " in line]
     view = parse_dashboard_url(link)
     assert (view.namespace, view.policy, view.role) == ("inference", "llama", "decode")
+
+
+def test_db_retention_needs_an_age_and_reports_what_it_deleted(
+    sqlite_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["db", "upgrade"]) == 0
+
+    assert main(["db", "retention"]) == 2
+    assert "--older-than" in capsys.readouterr().err
+    assert main(["db", "retention", "--older-than", "2160h"]) == 0
+    assert capsys.readouterr().out.startswith("deleted 0 decisions decided before ")
+    monkeypatch.setenv("PDSCALER_DATABASE__RETENTION", "P30D")
+    assert main(["db", "retention"]) == 0
+    assert main(["db", "retention", "--older-than", "1h"]) == 1  # less than a day: refused
