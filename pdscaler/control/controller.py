@@ -151,6 +151,11 @@ class Controller:
         self._recorded_fits: dict[SeriesKey, object] = {}  # the fit last recorded per series
         self._observers = tuple(observers)
         self._timer = timer
+        # Windows run on steady time: wall time at start-up, moved on by the monotonic
+        # clock, so that a wall-clock step (NTP, a VM resumed) neither stretches nor cuts
+        # a stabilization window. Rows record wall time; ``_offset`` is steady - wall.
+        self._anchor = (clock.now(), clock.monotonic())
+        self._offset = timedelta(0)
         self._history: dict[PoolKey, PoolHistory] = {}
         self.last_tick: TickReport | None = None
 
@@ -160,7 +165,11 @@ class Controller:
     def restore(self, now: datetime | None = None) -> int:
         """Reconcile the decisions a crash left pending, then rebuild stabilization and
         rate-policy history from the decision log."""
-        rows = self._decisions.recent((now or self._clock.now()) - HISTORY_KEEP)
+        wall = now or self._clock.now()
+        rows = self._decisions.recent(wall - HISTORY_KEEP)
+        offset = (now or self.steady_now()) - wall
+        if abs(offset) >= STEP:  # rows are in wall time, the history in steady time
+            rows = [replace(r, decided_at=r.decided_at + offset) for r in rows]
         outcomes = reconcile(rows, self._read_replicas)
         if outcomes:
             try:
@@ -195,10 +204,18 @@ class Controller:
             ]
         return policies
 
+    def steady_now(self) -> datetime:
+        """Wall time at start-up plus the monotonic time since: the windows' time."""
+        wall, monotonic = self._anchor
+        return wall + timedelta(seconds=self._clock.monotonic() - monotonic)
+
     def tick(self, now: datetime | None = None) -> TickReport:
+        """One tick at ``now`` (by default: the steady time, with rows at wall time)."""
         started = self._timer()
-        now = now or self._clock.now()
-        report = TickReport(at=now)
+        wall = now or self._clock.now()
+        now = now or self.steady_now()
+        self._offset = now - wall
+        report = TickReport(at=wall)
         planned = self._tick(report, now)
         self._tell(report, planned, self._timer() - started)
         return report
@@ -214,9 +231,11 @@ class Controller:
                 if p.policy.spec.mode is not Mode.PAUSED
                 and not isinstance(states[p.policy.key], PdscalerError)
             ],
-            now,
+            now - self._offset,
             report,
         )
+        if abs(self._offset) >= STEP:  # samples are stamped in wall time: onto steady time
+            observed = {key: _shifted(signals, self._offset) for key, signals in observed.items()}
         planned: list[_Planned] = []
         for stored in policies:
             planned += self._plan(
@@ -355,13 +374,13 @@ class Controller:
     def refit_forecasts(self, budget_s: float) -> int:
         """Fit the forecasts that are due, within ``budget_s``: the scheduler's forecast job,
         beside the tick, never in it (a tick only predicts)."""
-        now = self._clock.now()
+        now = self.steady_now()
         forecasters = {id(f): f for f in (self._forecaster, *self._forecasters.values()) if f}
         fitted = 0
         for forecaster in forecasters.values():
             fitted += forecaster.refit(now, budget_s=budget_s)
         if fitted:  # a model changes only with a fit or a choice
-            self._record_forecast_models(now)
+            self._record_forecast_models(self._clock.now())
         return fitted
 
     def train_forecasts(self, lookback: timedelta = TRAIN_LOOKBACK) -> int:
@@ -381,7 +400,8 @@ class Controller:
         start = now - lookback
         return seed_from_history(self._history_source, plans, FORECAST, start, now,
                                  step=self._config.interval,
-                                 warming_ticks=self._decisions.warming(start))  # fmt: skip
+                                 warming_ticks=self._decisions.warming(start),
+                                 shift=self.steady_now() - now)  # fmt: skip
 
     def _record_forecast_models(self, now: datetime) -> None:
         """Record the model of each series whose fit (or choice) changed since last time."""
@@ -429,7 +449,9 @@ class Controller:
             pending_replicas=state.pending_replicas,
             raw_recommendation=decision.recommendation,
             steps=decision.steps,
-            signals=inputs.signals.audit(),
+            signals=_shifted(inputs.signals, -self._offset).audit()
+            if abs(self._offset) >= STEP
+            else inputs.signals.audit(),
             forecast=self._forecast_audit(policy, role, inputs, decision),
             status=DecisionStatus.PENDING if act else DecisionStatus.SKIPPED,
             resource_version=state.resource_version,
@@ -463,7 +485,7 @@ class Controller:
         """What every decision record says of the policy, the pool and this replica."""
         return {
             "tick_id": tick_id,
-            "decided_at": now,
+            "decided_at": now - self._offset,  # wall time
             "policy_namespace": policy.metadata.namespace,
             "policy_name": policy.metadata.name,
             "policy_version": version,
@@ -573,7 +595,7 @@ class Controller:
     ) -> None:
         """Drain-aware scale-down, best effort: a failure here does not hold the write."""
         try:
-            load = self._metrics.pod_load(PoolQuery.of(item.policy, item.role), now)
+            load = self._metrics.pod_load(PoolQuery.of(item.policy, item.role), now - self._offset)
             marked = self._actuator.prefer_removal(namespace, target, selector, load)
         except Exception as e:  # the scale-down goes on; the ReplicaSet picks its own victims
             log.warning("could not mark the least-loaded pods of %s/%s: %s",
@@ -611,6 +633,18 @@ def _log_fields(
     if tick_id is not None:
         fields["tick_id"] = tick_id
     return fields
+
+
+# A difference of steady and wall time this large is a step of the wall clock, not drift.
+STEP = timedelta(seconds=1)
+
+
+def _shifted(signals: PoolSignals, by: timedelta) -> PoolSignals:
+    """``signals`` with their sample times moved ``by``."""
+    return PoolSignals({
+        name: s if s.sampled_at is None else replace(s, sampled_at=s.sampled_at + by)
+        for name, s in signals.signals.items()
+    })  # fmt: skip
 
 
 def _key(policy: Policy, role: Role) -> PoolKey:

@@ -44,10 +44,12 @@ def seed_from_history(
     *,
     step: timedelta,
     warming_ticks: Iterable[tuple[PoolKey, datetime]] = (),
+    shift: timedelta = timedelta(0),
 ) -> int:
     """Give each policy's forecaster the history of its pools' ``signals`` between
     ``start`` and ``end``, less the samples within ``step`` after a warming tick. Returns
-    how many values were taken. A signal whose history cannot be read is skipped (logged):
+    how many values were taken; their times are moved ``shift`` (wall time onto the
+    loop's steady time). A signal whose history cannot be read is skipped (logged):
     the forecasters then learn it live, as they would without history."""
     left_out: dict[PoolKey, list[datetime]] = defaultdict(list)
     for key, at in warming_ticks:
@@ -67,7 +69,7 @@ def seed_from_history(
                 continue
             for key, points in history.items():
                 ticks = sorted(left_out.get(key, ()))
-                kept = [(at, v) for at, v in points if not _within(at, ticks, step)]
+                kept = [(at + shift, v) for at, v in points if not _within(at, ticks, step)]
                 taken += forecaster.seed((key, signal), kept)
     return taken
 
