@@ -70,6 +70,8 @@ class ApiServerEmulator:
     def __init__(self) -> None:
         # (method, path without the query, Content-Type or None), in arrival order
         self.requests: list[tuple[str, str, str | None]] = []
+        # (namespace, name, replicas) of every change of a workload's replicas, in order
+        self.scale_changes: list[tuple[str, str, int]] = []
         self._lock = threading.Lock()
         self._version = 1000  # one counter for all objects, as etcd's revision is
         self._workloads: dict[tuple[str, str, str], _Workload] = {}  # (namespace, kind, name)
@@ -239,6 +241,11 @@ class ApiServerEmulator:
     def delay_next(self, seconds: float) -> None:
         with self._lock:
             self._faults.append(_Fault(delay_s=seconds))
+
+    def heal(self) -> None:
+        """Drop the faults not yet served."""
+        with self._lock:
+            self._faults.clear()
 
     def reset_next(self) -> None:
         """Drop the connection without an answer."""
@@ -515,6 +522,9 @@ class ApiServerEmulator:
         self._version += 1
         workload.metadata["resourceVersion"] = str(self._version)
         workload.replicas = replicas
+        self.scale_changes.append(
+            (workload.metadata["namespace"], workload.metadata["name"], replicas)
+        )
 
 
 def _scale_of(workload: _Workload) -> Json:
