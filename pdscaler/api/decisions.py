@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -15,7 +16,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from pdscaler.api.context import Svc, Viewer
-from pdscaler.api.schemas import DecisionOut, DecisionPage, ErrorOut
+from pdscaler.api.schemas import NO_NUL, DecisionOut, DecisionPage, ErrorOut
 from pdscaler.domain.decision import Action, DecisionStatus
 from pdscaler.domain.errors import FieldError, InvalidInput
 from pdscaler.domain.policy import DNS_LABEL, Role
@@ -41,12 +42,13 @@ def decision_filter(
         Query(
             alias="tickId",
             max_length=36,
+            pattern=NO_NUL,
             description="One tick of one policy (a log line's "
             "tick_id): its prefill and decode decisions.",
         ),
     ] = None,
 ) -> DecisionFilter:
-    since, until = _utc(since), _utc(until)
+    since, until = _utc("query.since", since), _utc("query.until", until)
     if since is not None and until is not None and since >= until:
         raise InvalidInput(
             "since must be before until",
@@ -90,7 +92,10 @@ def export_decisions(
     svc: Svc, _: Viewer, where: Filter, format: ExportFormat = ExportFormat.JSONL
 ) -> StreamingResponse:
     """Every matching decision, newest first, as CSV or JSON lines."""
-    rows = svc.decisions.scan_text(where)
+    scan = svc.decisions.scan_text(where)
+    # The first batch is read before the 200 goes out, so that a query that fails is an
+    # error response and not a stream cut short.
+    rows = itertools.chain(list(itertools.islice(scan, 1)), scan)
     if format is ExportFormat.CSV:
         return StreamingResponse(_csv_lines(rows), media_type="text/csv")
     return StreamingResponse(
@@ -221,7 +226,13 @@ def _json_lines(rows: Iterator[DecisionText], links: DashboardLinks | None) -> I
         yield orjson.dumps(document(d, links), option=JSON_OPTIONS | orjson.OPT_APPEND_NEWLINE)
 
 
-def _utc(at: datetime | None) -> datetime | None:
+def _utc(field: str, at: datetime | None) -> datetime | None:
+    """The time in UTC; a time that is out of range once moved to UTC is a 422, not a 500."""
     if at is None:
         return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    try:
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(
+            f"{field}: out of range in UTC", errors=(FieldError(field, "out of range in UTC"),)
+        ) from None

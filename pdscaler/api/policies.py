@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pdscaler.api.body import parse_document
 from pdscaler.api.context import Admin, Editor, Services, Svc, Viewer
 from pdscaler.api.schemas import (
+    NO_NUL,
     ChangeIn,
     DiffOut,
     ErrorOut,
@@ -61,7 +62,6 @@ router = APIRouter(prefix="/v1/policies", tags=["policies"], responses=ERRORS)
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 Name = Annotated[str, Path(pattern=DNS_LABEL, max_length=63)]
 IfMatch = Annotated[str | None, Header(description='The version to change, e.g. "3".')]
-NO_NUL = r"^[^\x00]*$"
 Comment = Annotated[
     str, Query(max_length=1000, pattern=NO_NUL, description="Why; kept with the version.")
 ]

@@ -12,6 +12,10 @@ from pdscaler.domain.decision import Action, DecisionStatus
 from pdscaler.domain.policy import Mode, Role
 from pdscaler.domain.versioning import ChangeKind, FieldChange, PolicyVersion, StoredPolicy
 
+# Text that reaches the database must not hold a NUL character: Postgres refuses it in a
+# query or a row (a 500), so it is a 422 here.
+NO_NUL = r"^[^\x00]*$"
+
 
 class Schema(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
@@ -131,7 +135,7 @@ class ValidationOut(Schema):
 
 
 class ChangeIn(Schema):
-    comment: str = Field(default="", max_length=1000, pattern=r"^[^\x00]*$")
+    comment: str = Field(default="", max_length=1000, pattern=NO_NUL)
 
 
 class RollbackIn(ChangeIn):
