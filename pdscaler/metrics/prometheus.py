@@ -68,6 +68,7 @@ class PrometheusSource:
         self._client = client
         self._config = config or SourceConfig()
         self._names: frozenset[str] | None = None
+        self._probe_error = "not tried yet"  # why the names are not known (while None)
         self._probed_at = 0.0
         self._lock = threading.Lock()
         self._window = f"{self._config.rate_window_s}s"
@@ -148,7 +149,8 @@ class PrometheusSource:
         try:
             self.probe()
         except (requests.RequestException, PrometheusApiClientException, ValueError) as e:
-            log.warning("probing metric names failed: %s", _short(e))
+            self._probe_error = _short(e)
+            log.warning("probing metric names failed: %s", self._probe_error)
 
     def check_queries(self, policy: Policy) -> list[FieldError]:
         """Run a custom-engine policy's queries once: Prometheus must accept each, and
@@ -324,6 +326,11 @@ class PrometheusSource:
             jobs.append(_Job(group, None, fresh, members))
         for signal, query in preset.signals.items():
             missing = sorted(f for f in query.families if names.get(f) is None)
+            if missing and self._names is None:  # never reached: not known to be missing
+                detail = f"Prometheus not reached to find metric names: {self._probe_error}"
+                for pool in members:
+                    absent[pool.key][signal] = Signal.missing(Quality.ERROR, detail)
+                continue
             if missing:
                 detail = f"metric family missing from Prometheus: {', '.join(missing)}"
                 for pool in members:
