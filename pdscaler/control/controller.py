@@ -1,7 +1,8 @@
 """The control loop's tick: read, observe, forecast, decide, audit, act, record.
 
 No row, no action: every decision is written (``pending`` when it will act, ``skipped``
-otherwise) before any ``/scale`` write, and a tick whose audit write fails does not act.
+otherwise) before any ``/scale`` write, and a tick whose audit write fails, or that cannot
+read its policies, does not act (its report says ``audited=False``).
 Policies are isolated from each other: a target that cannot be read is audited as a
 failed decision for that policy, and the others go on.
 """
@@ -83,7 +84,7 @@ class TickReport:
     decisions: int = 0
     writes: int = 0
     failures: int = 0
-    audited: bool = True
+    audited: bool = True  # False: its policies or decision rows hit a database error
     source_failed: bool = False  # the metrics source raised
     actuations: Counter[str] = field(default_factory=Counter)  # writes by HTTP status
     applied: list[DecisionRecord] = field(default_factory=list)  # written successfully
@@ -221,7 +222,13 @@ class Controller:
         return report
 
     def _tick(self, report: TickReport, now: datetime) -> list[_Planned]:
-        policies = self._run_policies()
+        try:
+            policies = self._run_policies()
+        except PdscalerError as e:  # the database is down: nothing can be audited
+            log.error("cannot read the policies, not acting this tick: %s", e)
+            report.audited = False
+            self.last_tick = report
+            return []
         report.policies = len(policies)
         states = {p.policy.key: self._read(p.policy) for p in policies}
         observed = self._observe(
